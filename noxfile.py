@@ -1,0 +1,67 @@
+"""Every workflow a person or CI runs: ``nox --list`` is the help."""
+
+from __future__ import annotations
+
+import nox
+
+nox.needs_version = ">=2025.2.9"
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.reuse_existing_virtualenvs = False
+nox.options.error_on_missing_interpreters = True
+
+PYPROJECT = nox.project.load_toml("pyproject.toml")
+# The workspace packages, installed editable so that sessions run the code in the tree.
+WORKSPACE = ["-e", "libs/pgconn", "-e", "services/migrate", "-e", "."]
+TYPED_PATHS = ["libs/pgconn/src", "services/migrate/src", "devtools", "noxfile.py"]
+
+
+def install(session: nox.Session, *groups: str, workspace: bool = True) -> None:
+    """Install the workspace and the named dependency groups of pyproject.toml."""
+    requirements = [
+        req for group in groups for req in nox.project.dependency_groups(PYPROJECT, group)
+    ]
+    session.install(*(WORKSPACE if workspace else []), *requirements)
+
+
+def with_database(session: nox.Session, *command: str) -> None:
+    """Run a command with DATABASE_URL set: the configured one, else the embedded server."""
+    session.run("python", "-m", "devtools.localdb", "run", "--", *command)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Lint and check formatting with ruff."""
+    install(session, "lint", workspace=False)
+    session.run("ruff", "check", *(session.posargs or ["."]))
+    session.run("ruff", "format", "--check", *(session.posargs or ["."]))
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """Type-check the services, libraries, tooling and Pulumi program with mypy --strict."""
+    install(session, "typecheck")
+    session.run("mypy", *(session.posargs or TYPED_PATHS))
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the test suite (unit, integration on real PostgreSQL, infra); posargs go to pytest."""
+    install(session, "test")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def migrate(session: nox.Session) -> None:
+    """Apply the migrations (DATABASE_URL, else the embedded server) and print their status."""
+    install(session)
+    command = session.posargs or ["apply"]
+    with_database(session, "python", "-m", "migrate", *command)
+    if not session.posargs:
+        with_database(session, "python", "-m", "migrate", "status")
+
+
+@nox.session(default=False)
+def db(session: nox.Session) -> None:
+    """Start the embedded PostgreSQL, print its URL for psql, keep it up until Ctrl-C."""
+    install(session)
+    session.run("python", "-m", "devtools.localdb", "serve")
