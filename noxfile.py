@@ -11,8 +11,19 @@ nox.options.error_on_missing_interpreters = True
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
 # The workspace packages, installed editable so that sessions run the code in the tree.
-WORKSPACE = ["-e", "libs/pgconn", "-e", "services/migrate", "-e", "."]
-TYPED_PATHS = ["libs/pgconn/src", "services/migrate/src", "devtools", "noxfile.py"]
+WORKSPACE = [
+    *("-e", "libs/pgconn"),
+    *("-e", "services/migrate"),
+    *("-e", "services/dry_run"),
+    *("-e", "."),
+]
+TYPED_PATHS = [
+    "libs/pgconn/src",
+    "services/migrate/src",
+    "services/dry_run/src",
+    "devtools",
+    "noxfile.py",
+]
 
 
 def install(session: nox.Session, *groups: str, workspace: bool = True) -> None:
@@ -65,3 +76,26 @@ def db(session: nox.Session) -> None:
     """Start the embedded PostgreSQL, print its URL for psql, keep it up until Ctrl-C."""
     install(session)
     session.run("python", "-m", "devtools.localdb", "serve")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The main job: migrate, seed tenant test-001, invoke the dry-run handler, show decisions."""
+    install(session)
+    with_database(session, "python", "-m", "devtools.demo")
+
+
+@nox.session(name="invoke-local", default=False)
+def invoke_local(session: nox.Session) -> None:
+    """Invoke the handler in-process against DATABASE_URL: -- --tenant T --batch-size N."""
+    if not session.posargs:
+        session.error("usage: nox -s invoke-local -- --tenant T --batch-size N [--run-id R]")
+    install(session)
+    with_database(session, "python", "-m", "devtools.invoke", *session.posargs)
+
+
+@nox.session(default=False)
+def holidays(session: nox.Session) -> None:
+    """Regenerate dry_run/holidays_br.py from the holidays package."""
+    install(session)
+    session.run("python", "-m", "devtools.gen_holidays")

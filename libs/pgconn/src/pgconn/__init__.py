@@ -102,13 +102,14 @@ def connect(
     connect_timeout_s: int = DEFAULT_CONNECT_TIMEOUT_S,
     statement_timeout_ms: int = DEFAULT_STATEMENT_TIMEOUT_MS,
 ) -> psycopg.Connection[Any]:
-    """Open a connection with timeouts set and server-side prepared statements off."""
+    """Open a connection with timeouts set, UTC, and server-side prepared statements off."""
     return psycopg.connect(
         conninfo,
         autocommit=autocommit,
         connect_timeout=connect_timeout_s,
         application_name=application_name,
-        options=f"-c statement_timeout={int(statement_timeout_ms)}",
+        # UTC sessions: timestamps read back compare and serialise identically everywhere.
+        options=f"-c statement_timeout={int(statement_timeout_ms)} -c timezone=UTC",
         prepare_threshold=None,
     )
 

@@ -1,0 +1,1 @@
+"""The outreach micro-agent's dry-run Lambda."""

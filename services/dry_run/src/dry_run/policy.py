@@ -1,0 +1,281 @@
+"""The decision rules of shared/DOMAIN.md, as pure functions: no I/O, no clock, no globals.
+
+``decide_batch(leads, tenant, usage, now)`` applies, to each lead in order: opt-out, stage
+exclusion, cooldown, candidate channels (calendar, WhatsApp, email, each rejection with its
+reason), then the gates on the chosen channel (WhatsApp quiet hours, the tenant's per-hour and
+per-day caps counting the ledger plus this batch's earlier sends).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from functools import lru_cache
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+from dry_run.contacts import normalize_email, normalize_phone
+from dry_run.quiet_hours import next_allowed_start
+
+Channel = Literal["calendar", "whatsapp", "email"]
+Action = Literal["would_send", "skipped", "deferred"]
+
+CHANNELS: tuple[Channel, ...] = ("calendar", "whatsapp", "email")
+EXCLUDED_STAGES = frozenset({"customer", "lost"})
+SESSION_WINDOW = timedelta(hours=24)
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelLimit:
+    """A tenant's caps for one channel."""
+
+    per_hour: int
+    per_day: int
+
+
+# Used when a tenant has no channel_limits row for a channel (documented in DOMAIN.md).
+DEFAULT_LIMITS: Mapping[Channel, ChannelLimit] = {
+    "whatsapp": ChannelLimit(per_hour=60, per_day=500),
+    "email": ChannelLimit(per_hour=200, per_day=2000),
+    "calendar": ChannelLimit(per_hour=50, per_day=200),
+}
+
+# Approved WhatsApp templates and email templates, by stage.
+WHATSAPP_TEMPLATES = {
+    "new": "first_touch_v1",
+    "nurturing": "nurture_follow_up_v1",
+    "meeting_requested": "meeting_follow_up_v1",
+}
+EMAIL_TEMPLATES = {
+    "new": "email_first_touch_v1",
+    "nurturing": "email_nurture_v1",
+    "meeting_requested": "email_meeting_follow_up_v1",
+}
+CALENDAR_TEMPLATE = "meeting_invite_v1"
+
+
+@dataclass(frozen=True, slots=True)
+class Lead:
+    """A lead as the policy sees it, with what the mode's ledger says about it."""
+
+    id: str
+    phone: str | None
+    email: str | None
+    whatsapp_opt_in: bool
+    email_opt_in: bool
+    opted_out_at: datetime | None
+    timezone: str | None
+    stage: str
+    last_inbound_at: datetime | None
+    last_contacted_at: datetime | None = None
+    recent_dispatch_keys: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    """The tenant settings a decision depends on."""
+
+    id: str
+    timezone: str
+    cooldown_hours: int
+    limits: Mapping[Channel, ChannelLimit] = field(default_factory=dict)
+
+    def limit(self, channel: Channel) -> ChannelLimit:
+        return self.limits.get(channel, DEFAULT_LIMITS[channel])
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelUsage:
+    """The ledger's sends on one channel inside the rolling hour and day before ``now``."""
+
+    hour_count: int = 0
+    hour_oldest: datetime | None = None
+    day_count: int = 0
+    day_oldest: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A candidate channel that was not chosen, and why."""
+
+    channel: Channel
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What to do with one lead."""
+
+    lead_id: str
+    action: Action
+    reason: str
+    channel: Channel | None = None
+    template: str | None = None
+    dispatch_key: str | None = None
+    not_before: datetime | None = None
+    details: tuple[Rejection, ...] = ()
+
+
+class RateBook:
+    """Per-channel send counts for one batch: the ledger's, plus this batch's decisions."""
+
+    def __init__(self, tenant: Tenant, usage: Mapping[Channel, ChannelUsage]) -> None:
+        self._tenant = tenant
+        self._usage: dict[Channel, ChannelUsage] = dict(usage)
+
+    def blocked_until(self, channel: Channel, now: datetime) -> datetime | None:
+        """None when one more send fits both caps; else when the oldest send leaves a window."""
+        limit = self._tenant.limit(channel)
+        usage = self._usage.get(channel, ChannelUsage())
+        candidates = []
+        if usage.hour_count >= limit.per_hour:
+            candidates.append((usage.hour_oldest or now) + HOUR)
+        if usage.day_count >= limit.per_day:
+            candidates.append((usage.day_oldest or now) + DAY)
+        return max(candidates) if candidates else None
+
+    def record(self, channel: Channel, now: datetime) -> None:
+        usage = self._usage.get(channel, ChannelUsage())
+        self._usage[channel] = ChannelUsage(
+            hour_count=usage.hour_count + 1,
+            hour_oldest=usage.hour_oldest or now,
+            day_count=usage.day_count + 1,
+            day_oldest=usage.day_oldest or now,
+        )
+
+    def sent(self, channel: Channel) -> int:
+        """Sends counted in the rolling day (ledger and batch)."""
+        return self._usage.get(channel, ChannelUsage()).day_count
+
+
+@lru_cache(maxsize=1024)
+def _zone(name: str | None) -> ZoneInfo | None:
+    if not name:
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ValueError, KeyError, OSError):  # ZoneInfoNotFoundError is a KeyError
+        return None
+
+
+def lead_zone(lead: Lead, tenant: Tenant) -> ZoneInfo:
+    """The lead's own timezone; the tenant's when it is null or not a valid IANA name."""
+    return _zone(lead.timezone) or _zone(tenant.timezone) or ZoneInfo("America/Sao_Paulo")
+
+
+def dispatch_key(
+    tenant_id: str, lead_id: str, channel: Channel, template: str | None, local_date: date
+) -> str:
+    """The intent's key: tenant, lead, channel, template and the lead's local date, hashed."""
+    intent = "\x1f".join(
+        (tenant_id, lead_id, channel, template or "session", local_date.isoformat())
+    )
+    return hashlib.sha256(intent.encode("utf-8")).hexdigest()
+
+
+def _candidate(channel: Channel, lead: Lead, now: datetime) -> tuple[bool, str | None, str]:
+    """``(eligible, template, reason)``; a rejected channel's reason says why.
+
+    Consent is checked before contact data, so data is validated only when it could be used.
+    """
+    if channel == "calendar":
+        if lead.stage != "meeting_requested":
+            return False, None, "not_meeting_requested"
+        if not lead.email:
+            return False, None, "missing_email"
+        if normalize_email(lead.email) is None:
+            return False, None, "invalid_email"
+        return True, CALENDAR_TEMPLATE, "meeting_requested"
+    if channel == "whatsapp":
+        if not lead.whatsapp_opt_in:
+            return False, None, "no_consent"
+        if not lead.phone:
+            return False, None, "missing_phone"
+        if normalize_phone(lead.phone) is None:
+            return False, None, "invalid_phone"
+        inbound = lead.last_inbound_at
+        if inbound is not None and timedelta(0) <= now - inbound < SESSION_WINDOW:
+            return True, None, "whatsapp_session"
+        template = WHATSAPP_TEMPLATES.get(lead.stage, WHATSAPP_TEMPLATES["new"])
+        return True, template, "whatsapp_template"
+    if not lead.email_opt_in:
+        return False, None, "no_consent"
+    if not lead.email:
+        return False, None, "missing_email"
+    if normalize_email(lead.email) is None:
+        return False, None, "invalid_email"
+    return True, EMAIL_TEMPLATES.get(lead.stage, EMAIL_TEMPLATES["new"]), "email_opt_in"
+
+
+def decide(lead: Lead, tenant: Tenant, rates: RateBook, now: datetime) -> Decision:
+    """Apply the rules, in order, to one lead; a send is recorded in ``rates``."""
+    if lead.opted_out_at is not None:
+        return Decision(lead.id, "skipped", "opted_out")
+    if lead.stage in EXCLUDED_STAGES:
+        return Decision(lead.id, "skipped", "stage_excluded")
+    if lead.last_contacted_at is not None and now - lead.last_contacted_at < timedelta(
+        hours=tenant.cooldown_hours
+    ):
+        return Decision(lead.id, "skipped", "cooldown")
+
+    rejections: list[Rejection] = []
+    chosen: tuple[Channel, str | None, str] | None = None
+    for channel in CHANNELS:
+        eligible, template, reason = _candidate(channel, lead, now)
+        if not eligible:
+            rejections.append(Rejection(channel, reason))
+            continue
+        chosen = (channel, template, reason)
+        break
+    details = tuple(rejections)
+    if chosen is None:
+        return Decision(lead.id, "skipped", "no_eligible_channel", details=details)
+
+    channel, template, reason = chosen
+    zone = lead_zone(lead, tenant)
+    if channel == "whatsapp":
+        opens_at = next_allowed_start(now, zone)
+        if opens_at is not None:
+            return Decision(
+                lead.id,
+                "deferred",
+                "quiet_hours",
+                channel,
+                template,
+                not_before=opens_at,
+                details=details,
+            )
+    blocked_until = rates.blocked_until(channel, now)
+    if blocked_until is not None:
+        return Decision(
+            lead.id,
+            "deferred",
+            "rate_limited",
+            channel,
+            template,
+            not_before=blocked_until,
+            details=details,
+        )
+    key = dispatch_key(tenant.id, lead.id, channel, template, now.astimezone(zone).date())
+    if key in lead.recent_dispatch_keys:
+        # The same intent was already recorded today (possible only with a short cooldown).
+        return Decision(lead.id, "skipped", "duplicate_intent", channel, template, details=details)
+    rates.record(channel, now)
+    return Decision(lead.id, "would_send", reason, channel, template, key, details=details)
+
+
+def decide_batch(
+    leads: Iterable[Lead],
+    tenant: Tenant,
+    usage: Mapping[Channel, ChannelUsage],
+    now: datetime,
+) -> list[Decision]:
+    """Decide a batch in order; each send counts against the caps of the leads after it."""
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    rates = RateBook(tenant, usage)
+    return [decide(lead, tenant, rates, now) for lead in leads]
