@@ -99,3 +99,10 @@ def holidays(session: nox.Session) -> None:
     """Regenerate dry_run/holidays_br.py from the holidays package."""
     install(session)
     session.run("python", "-m", "devtools.gen_holidays")
+
+
+@nox.session(default=False)
+def bench(session: nox.Session) -> None:
+    """Benchmarks of the hot paths; prints a table and writes build/bench.json."""
+    install(session)
+    with_database(session, "python", "-m", "devtools.bench", *session.posargs)

@@ -69,7 +69,9 @@ def _email(rng: random.Random, fake: Faker, name: str) -> str | None:
     return f"{local}@{fake.safe_domain_name()}"
 
 
-def demo_leads(now: datetime, count: int = DEMO_LEADS) -> list[dict[str, Any]]:
+def demo_leads(
+    now: datetime, count: int = DEMO_LEADS, tenant_id: str = DEMO_TENANT
+) -> list[dict[str, Any]]:
     """The demo leads; identical for the same seed except timestamps relative to ``now``."""
     rng = random.Random(SEED)
     fake = Faker("pt_BR")
@@ -85,7 +87,7 @@ def demo_leads(now: datetime, count: int = DEMO_LEADS) -> list[dict[str, Any]]:
             inbound = now - timedelta(days=rng.uniform(2, 30))
         leads.append(
             {
-                "id": uuid.uuid5(_NAMESPACE, f"{DEMO_TENANT}/{index}"),
+                "id": uuid.uuid5(_NAMESPACE, f"{tenant_id}/{index}"),
                 "full_name": name,
                 "phone": _phone(rng),
                 "email": _email(rng, fake, name),
@@ -101,45 +103,64 @@ def demo_leads(now: datetime, count: int = DEMO_LEADS) -> list[dict[str, Any]]:
     return leads
 
 
-def seed_demo(conn: psycopg.Connection[Any], now: datetime | None = None) -> SeedReport:
-    """Create the demo tenant, its channel limits and its leads, once."""
-    now = now or datetime.now(UTC)
+LEAD_COLUMNS = (
+    "id",
+    "full_name",
+    "phone",
+    "email",
+    "whatsapp_opt_in",
+    "email_opt_in",
+    "opted_out_at",
+    "timezone",
+    "stage",
+    "last_inbound_at",
+    "created_at",
+)
+
+
+def insert_leads(conn: psycopg.Connection[Any], tenant_id: str, leads: list[dict[str, Any]]) -> int:
+    """Insert leads that are not there yet (by id) with one COPY-free batch; return how many."""
+    placeholders = ", ".join(["%s"] * (len(LEAD_COLUMNS) + 1))
+    with conn.cursor() as cursor:
+        cursor.executemany(
+            f"INSERT INTO leads (tenant_id, {', '.join(LEAD_COLUMNS)}) VALUES ({placeholders}) "
+            "ON CONFLICT (id) DO NOTHING",
+            [(tenant_id, *(lead[column] for column in LEAD_COLUMNS)) for lead in leads],
+        )
+        return max(cursor.rowcount, 0)
+
+
+def seed_tenant(
+    conn: psycopg.Connection[Any],
+    tenant_id: str,
+    leads: list[dict[str, Any]],
+    limits: dict[str, tuple[int, int]],
+) -> SeedReport:
+    """Create a tenant (if missing), its channel limits and its leads, in one transaction."""
     with conn.transaction():
         conn.execute(
             "INSERT INTO tenants (id, name, timezone, cooldown_hours) "
             "VALUES (%s, %s, 'America/Sao_Paulo', 72) ON CONFLICT (id) DO NOTHING",
-            (DEMO_TENANT, "Demo Vendas Ltda."),
+            (tenant_id, f"Demo {tenant_id}"),
         )
-        conn.execute(
-            "INSERT INTO channel_limits (tenant_id, channel, per_hour, per_day) "
-            "VALUES (%s, 'whatsapp', 15, 120), (%s, 'calendar', 10, 40) "
-            "ON CONFLICT DO NOTHING",
-            (DEMO_TENANT, DEMO_TENANT),
-        )
-        columns = [
-            "id",
-            "full_name",
-            "phone",
-            "email",
-            "whatsapp_opt_in",
-            "email_opt_in",
-            "opted_out_at",
-            "timezone",
-            "stage",
-            "last_inbound_at",
-            "created_at",
-        ]
-        rows = [(DEMO_TENANT, *(lead[column] for column in columns)) for lead in demo_leads(now)]
-        with conn.cursor() as cursor:
-            cursor.executemany(
-                "INSERT INTO leads (tenant_id, id, full_name, phone, email, whatsapp_opt_in, "
-                "email_opt_in, opted_out_at, timezone, stage, last_inbound_at, created_at) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-                "ON CONFLICT (id) DO NOTHING",
-                rows,
+        for channel, (per_hour, per_day) in limits.items():
+            conn.execute(
+                "INSERT INTO channel_limits (tenant_id, channel, per_hour, per_day) "
+                "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                (tenant_id, channel, per_hour, per_day),
             )
-            inserted = cursor.rowcount
+        inserted = insert_leads(conn, tenant_id, leads)
         total = conn.execute(
-            "SELECT count(*) FROM leads WHERE tenant_id = %s", (DEMO_TENANT,)
+            "SELECT count(*) FROM leads WHERE tenant_id = %s", (tenant_id,)
         ).fetchone()
-    return SeedReport(DEMO_TENANT, max(inserted, 0), total[0] if total else 0)
+    return SeedReport(tenant_id, inserted, total[0] if total else 0)
+
+
+def seed_demo(conn: psycopg.Connection[Any], now: datetime | None = None) -> SeedReport:
+    """The demo tenant ``test-001``: 300 leads, tight WhatsApp and calendar caps."""
+    return seed_tenant(
+        conn,
+        DEMO_TENANT,
+        demo_leads(now or datetime.now(UTC)),
+        limits={"whatsapp": (15, 120), "calendar": (10, 40)},
+    )

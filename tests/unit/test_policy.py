@@ -209,7 +209,7 @@ def test_the_same_intent_already_recorded_today_is_not_recorded_again() -> None:
     lead = make_lead()
     key = dispatch_key(TENANT.id, lead.id, "whatsapp", "first_touch_v1", date(2026, 11, 25))
 
-    decision = decide_one(dataclasses.replace(lead, recent_dispatch_keys=frozenset({key})))
+    decision = decide_one(lead._replace(recent_dispatch_keys=frozenset({key})))
 
     assert (decision.action, decision.reason) == ("skipped", "duplicate_intent")
 
@@ -250,7 +250,7 @@ leads = st.builds(
 @settings(max_examples=300, deadline=None)
 @given(lead=leads, now=instants)
 def test_an_opted_out_lead_never_gets_a_channel(lead: Lead, now: datetime) -> None:
-    lead = dataclasses.replace(lead, opted_out_at=now - timedelta(seconds=1))
+    lead = lead._replace(opted_out_at=now - timedelta(seconds=1))
 
     decision = decide_one(lead, now=now)
 
@@ -261,7 +261,7 @@ def test_an_opted_out_lead_never_gets_a_channel(lead: Lead, now: datetime) -> No
 @settings(max_examples=300, deadline=None)
 @given(lead=leads, now=instants, zone=st.sampled_from(ZONES))
 def test_no_whatsapp_send_falls_in_quiet_hours(lead: Lead, now: datetime, zone: str) -> None:
-    lead = dataclasses.replace(lead, timezone=zone)
+    lead = lead._replace(timezone=zone)
 
     decision = decide_one(lead, now=now)
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, cast
 
 import psycopg
-from psycopg.types.json import Jsonb
 
 from dry_run.policy import Channel, ChannelUsage, Decision, Rejection
 
@@ -75,6 +76,13 @@ def details_json(decision: Decision) -> list[dict[str, str]]:
     return [{"channel": item.channel, "reason": item.reason} for item in decision.details]
 
 
+@lru_cache(maxsize=512)
+def _details_text(details: tuple[Rejection, ...]) -> str:
+    # Few distinct shapes exist (channel x reason), so serialise each once; COPY's text format
+    # hands the JSON text to the jsonb column as is.
+    return json.dumps([{"channel": item.channel, "reason": item.reason} for item in details])
+
+
 def record(
     conn: psycopg.Connection[Any],
     run_id: str,
@@ -101,7 +109,7 @@ def record(
                     decision.template,
                     flag_enabled,
                     decision.not_before,
-                    Jsonb(details_json(decision)),
+                    _details_text(decision.details),
                     decided_at,
                 )
             )
