@@ -2,8 +2,9 @@
 
     python -m devtools.invoke --tenant test-001 --batch-size 50 [--run-id R]
 
-prints the JSON response on stdout; the function's own JSON log and EMF lines go to stderr
-(or to ``--logs FILE``). Uses ``DATABASE_URL``.
+prints the JSON response on stdout; the function's own JSON log and EMF lines are appended to
+``.local/invoke-logs.jsonl`` (or ``--logs FILE``; ``--logs -`` for stderr). Uses
+``DATABASE_URL``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from collections.abc import Callable, Sequence
 from typing import IO, Any
 
 from devtools.lambda_context import LocalLambdaContext
+from devtools.localdb import LOCAL_DIR
+
+DEFAULT_LOG_FILE = LOCAL_DIR / "invoke-logs.jsonl"
 
 
 def invoke_handler(event: dict[str, Any], log_stream: IO[str]) -> dict[str, Any]:
@@ -37,7 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tenant", required=True, help="tenant id, e.g. test-001")
     parser.add_argument("--batch-size", required=True, type=int, help="1..1000")
     parser.add_argument("--run-id", default=None, help="replays a run when reused")
-    parser.add_argument("--logs", default=None, help="write the function's log lines here")
+    parser.add_argument(
+        "--logs", default=str(DEFAULT_LOG_FILE), help="append the function's log lines here"
+    )
     args = parser.parse_args(argv)
     event: dict[str, Any] = {"tenantId": args.tenant, "batchSize": args.batch_size}
     if args.run_id is not None:
