@@ -22,6 +22,7 @@ TYPED_PATHS = [
     "services/migrate/src",
     "services/dry_run/src",
     "devtools",
+    "pulumi",
     "noxfile.py",
 ]
 

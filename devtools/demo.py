@@ -130,10 +130,14 @@ def main() -> int:
         f"dry run: would_send {summary['would_send']}, skipped {summary['skipped']}, "
         f"deferred {summary['deferred']}; by channel {summary['byChannel']}; nothing was sent."
     )
-    console.print(
-        f"cooldown: {waiting[0] if waiting else 0} leads decided by earlier runs are not due "
-        "again yet, so this run took the next ones (run the demo again to see it move on)."
-    )
+    earlier = waiting[0] if waiting else 0
+    if earlier:
+        console.print(
+            f"cooldown: {earlier} leads decided by earlier runs are not due again yet, so this "
+            "run took the next ones."
+        )
+    else:
+        console.print("cooldown: no earlier decisions yet; run the demo again to see it move on.")
     console.print(f"function log lines (JSON, contacts masked): {LOG_FILE}")
     console.print(
         "look at the rows: start `nox -s db` in another terminal, then "

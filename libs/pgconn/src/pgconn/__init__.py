@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 # The environment variable names this library reads; the Pulumi program sets DB_SECRET_ARN.
 DATABASE_URL = "DATABASE_URL"
 DB_SECRET_ARN = "DB_SECRET_ARN"  # noqa: S105 - the variable name, not a secret
+# Fill in what a secret lacks: RDS-managed master secrets hold only username and password.
+DB_HOST = "DB_HOST"
+DB_NAME = "DB_NAME"
 
 DEFAULT_CONNECT_TIMEOUT_S = 5
 DEFAULT_STATEMENT_TIMEOUT_MS = 30_000
@@ -33,8 +36,14 @@ class DatabaseConfigError(Exception):
     """The database target is not configured, or its secret is malformed."""
 
 
-def conninfo_from_secret(secret: Mapping[str, Any]) -> str:
-    """Build a libpq connection string from an RDS-format secret (host/port/username/...)."""
+def conninfo_from_secret(
+    secret: Mapping[str, Any], defaults: Mapping[str, str] | None = None
+) -> str:
+    """Build a libpq connection string from an RDS-format secret (host/port/username/...).
+
+    ``defaults`` supplies ``host`` and ``dbname`` when the secret has none.
+    """
+    secret = {**{k: v for k, v in (defaults or {}).items() if v}, **secret}
     missing = [name for name in _REQUIRED_SECRET_FIELDS if not secret.get(name)]
     if missing:
         raise DatabaseConfigError(
@@ -75,7 +84,8 @@ def resolve_conninfo(environ: Mapping[str, str], client: SecretsManagerClient | 
         return url
     arn = environ.get(DB_SECRET_ARN, "").strip()
     if arn:
-        return conninfo_from_secret(fetch_secret(arn, client))
+        defaults = {"host": environ.get(DB_HOST, ""), "dbname": environ.get(DB_NAME, "")}
+        return conninfo_from_secret(fetch_secret(arn, client), defaults)
     raise DatabaseConfigError(
         f"no database configured: set {DATABASE_URL} (a postgresql:// URL) "
         f"or {DB_SECRET_ARN} (the ARN of an RDS-format secret)"

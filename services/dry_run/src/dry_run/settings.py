@@ -8,10 +8,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from pgconn import DATABASE_URL, DB_SECRET_ARN
+from pgconn import DATABASE_URL, DB_HOST, DB_NAME, DB_SECRET_ARN
 
 # Live dispatch happens only when this is exactly the string "true".
 DISPATCH_FLAG = "MICRO_AGENT_DISPARO_ENABLED"
+# Comma-separated phones/emails; on dev and staging the live senders may contact only these.
+SANDBOX_RECIPIENTS = "MICRO_AGENT_SANDBOX_RECIPIENTS"
 DB_CONNECT_TIMEOUT_S = "DB_CONNECT_TIMEOUT_S"
 DB_STATEMENT_TIMEOUT_MS = "DB_STATEMENT_TIMEOUT_MS"
 # Read by Powertools itself (service name on every log line and metric, metrics namespace).
@@ -23,7 +25,10 @@ POWERTOOLS_LOG_LEVEL = "POWERTOOLS_LOG_LEVEL"
 DEPLOYED_ENVIRONMENT = frozenset(
     {
         DISPATCH_FLAG,
+        SANDBOX_RECIPIENTS,
         DB_SECRET_ARN,
+        DB_HOST,
+        DB_NAME,
         DB_CONNECT_TIMEOUT_S,
         DB_STATEMENT_TIMEOUT_MS,
         POWERTOOLS_SERVICE_NAME,
@@ -44,6 +49,12 @@ class SettingsError(ValueError):
 def dispatch_enabled(environ: Mapping[str, str]) -> bool:
     """Only the exact string ``true`` enables live dispatch; anything else is a dry run."""
     return environ.get(DISPATCH_FLAG) == "true"
+
+
+def sandbox_recipients(environ: Mapping[str, str]) -> frozenset[str]:
+    """The sandbox allow-list (empty = no restriction, which only prod may have)."""
+    raw = environ.get(SANDBOX_RECIPIENTS, "")
+    return frozenset(item.strip() for item in raw.split(",") if item.strip())
 
 
 def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:

@@ -1,0 +1,211 @@
+"""The micro-agent stack: composition only; each concern is a component in its own module.
+
+Order matters where AWS needs it: roles before the alerts key (its policy names them), the
+migration Invocation before the dry-run function (an ``up`` leaves the schema current before
+the new code runs).
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import pulumi_aws as aws
+from alarms import Alarms, AlarmsArgs
+from alerts import AlertsTopic, AlertsTopicArgs
+from artifacts import ArtifactBucket, ArtifactBucketArgs
+from config import StackSettings, load_settings
+from dashboard import Dashboard, DashboardArgs
+from database import Database, DatabaseArgs
+from function import CodeSource, LambdaFunction, LambdaFunctionArgs
+from migration import MigrationRunner, MigrationRunnerArgs, migrations_hash
+from roles import FunctionRole, FunctionRoleArgs
+from schedule import DryRunSchedule, DryRunScheduleArgs
+
+import pulumi
+
+# Under the CLI the working directory is pulumi/; anchor paths to this file instead.
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BUILD_DIR = REPO_ROOT / "build"
+MIGRATIONS_DIR = REPO_ROOT / "migrations"
+
+DRY_RUN_SERVICE = "micro-agent-dry-run"
+DRY_RUN_HANDLER = "dry_run.handler.lambda_handler"
+MIGRATE_HANDLER = "migrate.handler.lambda_handler"
+
+
+def code_source(settings_key: str, artifact: str, bucket: ArtifactBucket) -> CodeSource:
+    """The uploaded artifact when its key is configured, else the local build."""
+    if settings_key:
+        return CodeSource(s3_bucket=bucket.bucket.bucket, s3_key=settings_key)
+    return CodeSource(path=str(BUILD_DIR / f"{artifact}.zip"))
+
+
+def dry_run_environment(
+    settings: StackSettings, database: Database
+) -> dict[str, pulumi.Input[str]]:
+    """The dry-run function's environment: secret ARN, never secret values."""
+    return {
+        "MICRO_AGENT_DISPARO_ENABLED": "true" if settings.disparo_enabled else "false",
+        "MICRO_AGENT_SANDBOX_RECIPIENTS": ",".join(settings.sandbox_recipients),
+        "DB_SECRET_ARN": database.secret_arn,
+        "DB_HOST": database.endpoint,
+        "DB_NAME": database.name,
+        "DB_CONNECT_TIMEOUT_S": "5",
+        "DB_STATEMENT_TIMEOUT_MS": str(min(10_000, settings.dry_run_timeout_s * 500)),
+        "POWERTOOLS_SERVICE_NAME": DRY_RUN_SERVICE,
+        "POWERTOOLS_METRICS_NAMESPACE": settings.metrics_namespace,
+        "POWERTOOLS_LOG_LEVEL": "INFO",
+    }
+
+
+def migrate_environment(database: Database) -> dict[str, pulumi.Input[str]]:
+    """The migration runner's environment."""
+    return {
+        "DB_SECRET_ARN": database.secret_arn,
+        "DB_HOST": database.endpoint,
+        "DB_NAME": database.name,
+    }
+
+
+def main() -> dict[str, pulumi.ComponentResource]:
+    """Declare the stack; return its components (the infra tests inspect them)."""
+    settings = load_settings()
+    account_id = aws.get_caller_identity_output().account_id
+    region = aws.get_region_output().region
+
+    artifacts = ArtifactBucket("artifacts", ArtifactBucketArgs(tags=settings.tags("shared")))
+    dry_run_role = FunctionRole(
+        "dry-run", FunctionRoleArgs("Runs the dry-run micro-agent", settings.tags("dry-run"))
+    )
+    migrate_role = FunctionRole(
+        "migrate", FunctionRoleArgs("Runs the schema migrations", settings.tags("migrate"))
+    )
+    alerts = AlertsTopic(
+        "alerts",
+        AlertsTopicArgs(
+            account_id=account_id,
+            publisher_role_arns=[dry_run_role.arn, migrate_role.arn],
+            emails=settings.alert_emails,
+            tags=settings.tags("shared"),
+        ),
+    )
+    database = Database(
+        "database",
+        DatabaseArgs(
+            settings=settings.database,
+            subnet_ids=settings.vpc_subnet_ids,
+            security_group_ids=settings.vpc_security_group_ids,
+            deletion_protection=settings.deletion_protection,
+            tags=settings.tags("database"),
+        ),
+    )
+
+    # What both functions share; each call adds its own settings.
+    function_args = functools.partial(
+        LambdaFunctionArgs,
+        runtime=settings.lambda_runtime,
+        architecture=settings.lambda_architecture,
+        subnet_ids=settings.vpc_subnet_ids,
+        security_group_ids=settings.vpc_security_group_ids,
+        log_retention_days=settings.log_retention_days,
+        alerts_topic_arn=alerts.topic_arn,
+        alerts_key_arn=alerts.key_arn,
+        db_secret_arn=database.secret_arn,
+    )
+
+    migrator = MigrationRunner(
+        "migrate",
+        MigrationRunnerArgs(
+            function=function_args(
+                function_name=f"{settings.prefix}-migrate",
+                description="Applies the forward-only SQL migrations",
+                handler=MIGRATE_HANDLER,
+                code=code_source(settings.migrate_artifact_key, "migrate", artifacts),
+                role=migrate_role.role,
+                timeout_s=900,
+                memory_mb=512,
+                reserved_concurrency=1,
+                environment=migrate_environment(database),
+                max_retry_attempts=0,
+                max_event_age_s=settings.async_max_event_age_s,
+                tags=settings.tags("migrate"),
+            ),
+            migrations_hash=migrations_hash(MIGRATIONS_DIR),
+        ),
+    )
+    dry_run = LambdaFunction(
+        "dry-run",
+        function_args(
+            function_name=f"{settings.prefix}-dry-run",
+            description="Decides outreach for due leads; records intents while the flag is off",
+            handler=DRY_RUN_HANDLER,
+            code=code_source(settings.dry_run_artifact_key, "dry_run", artifacts),
+            role=dry_run_role.role,
+            timeout_s=settings.dry_run_timeout_s,
+            memory_mb=settings.dry_run_memory_mb,
+            reserved_concurrency=settings.dry_run_reserved_concurrency,
+            environment=dry_run_environment(settings, database),
+            max_retry_attempts=settings.async_max_retry_attempts,
+            max_event_age_s=settings.async_max_event_age_s,
+            tags=settings.tags("dry-run"),
+            depends_on=[migrator.invocation],
+        ),
+    )
+    alarms = Alarms(
+        "alarms",
+        AlarmsArgs(
+            dry_run_function_name=dry_run.name,
+            migrate_function_name=migrator.function.name,
+            dry_run_timeout_s=settings.dry_run_timeout_s,
+            topic_arn=alerts.topic_arn,
+            metrics_namespace=settings.metrics_namespace,
+            service_name=DRY_RUN_SERVICE,
+            tags=settings.tags("shared"),
+        ),
+    )
+    dashboard = Dashboard(
+        "dashboard",
+        DashboardArgs(
+            dashboard_name=f"{settings.prefix}-dry-run",
+            region=region,
+            dry_run_function_name=dry_run.name,
+            metrics_namespace=settings.metrics_namespace,
+            service_name=DRY_RUN_SERVICE,
+        ),
+    )
+    components: dict[str, pulumi.ComponentResource] = {
+        "artifacts": artifacts,
+        "alerts": alerts,
+        "database": database,
+        "migrate": migrator,
+        "dry_run": dry_run,
+        "alarms": alarms,
+        "dashboard": dashboard,
+    }
+    if settings.schedule.tenants:
+        components["schedule"] = DryRunSchedule(
+            "schedule",
+            DryRunScheduleArgs(
+                function_arn=dry_run.arn,
+                tenants=settings.schedule.tenants,
+                expression=settings.schedule.expression,
+                batch_size=settings.schedule.batch_size,
+                account_id=account_id,
+                tags=settings.tags("dry-run"),
+            ),
+        )
+
+    pulumi.export("dryRunFunctionName", dry_run.name)
+    pulumi.export("dryRunFunctionArn", dry_run.arn)
+    pulumi.export("migrateFunctionName", migrator.function.name)
+    pulumi.export("migrateFunctionArn", migrator.function.arn)
+    pulumi.export("artifactBucketName", artifacts.bucket.bucket)
+    pulumi.export("alertsTopicArn", alerts.topic_arn)
+    pulumi.export("dashboardName", dashboard.dashboard.dashboard_name)
+    pulumi.export("migrationsHash", migrator.invocation.triggers)
+    return components
+
+
+if __name__ == "__main__":
+    main()

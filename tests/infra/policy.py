@@ -1,0 +1,268 @@
+"""Policy checks over the resources a program registered; each returns its violations.
+
+Written once, run on every stack (tests/infra/test_policies.py), each with a deliberately bad
+resource it must catch. Resource inputs use the engine's camelCase names.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from tests.infra.harness import RecordingMocks, Resource
+
+Check = Callable[[RecordingMocks], list[str]]
+
+POLICY_FIELDS = {
+    "aws:iam/rolePolicy:RolePolicy": "policy",
+    "aws:iam/role:Role": "assumeRolePolicy",
+    "aws:kms/key:Key": "policy",
+    "aws:sns/topicPolicy:TopicPolicy": "policy",
+    "aws:s3/bucketPolicy:BucketPolicy": "policy",
+}
+REQUIRED_TAGS = ("project", "stack", "service")
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def statements(mocks: RecordingMocks) -> Iterator[tuple[Resource, dict[str, Any]]]:
+    """Every statement of every policy document, with the resource holding it."""
+    for resource in mocks.resources:
+        field = POLICY_FIELDS.get(resource.type)
+        if field and resource.inputs.get(field):
+            for item in json.loads(resource.inputs[field])["Statement"]:
+                yield resource, item
+
+
+def _principals(item: dict[str, Any]) -> list[str]:
+    principal = item.get("Principal")
+    if principal is None:
+        return []
+    if isinstance(principal, str):
+        return [principal]
+    return [value for values in principal.values() for value in _as_list(values)]
+
+
+def allow_has_no_wildcard_principal(mocks: RecordingMocks) -> list[str]:
+    """No Allow statement names ``*`` as principal (a Deny of ``*`` only restricts)."""
+    return [
+        f"{resource.name}: statement {item.get('Sid')} allows principal '*'"
+        for resource, item in statements(mocks)
+        if item["Effect"] == "Allow" and "*" in _principals(item)
+    ]
+
+
+def allow_has_no_wildcard_action(mocks: RecordingMocks) -> list[str]:
+    """Every allowed action is listed explicitly: no ``*``, no ``service:*``, no ``Get*``."""
+    return [
+        f"{resource.name}: statement {item.get('Sid')} allows wildcard action {action!r}"
+        for resource, item in statements(mocks)
+        if item["Effect"] == "Allow"
+        for action in _as_list(item["Action"])
+        if "*" in action
+    ]
+
+
+def identity_policies_name_their_resources(mocks: RecordingMocks) -> list[str]:
+    """Role policies never grant on ``*`` (key policies may: there ``*`` means the key)."""
+    return [
+        f"{resource.name}: statement {item.get('Sid')} grants on Resource '*'"
+        for resource, item in statements(mocks)
+        if resource.type == "aws:iam/rolePolicy:RolePolicy"
+        and item["Effect"] == "Allow"
+        and "*" in _as_list(item.get("Resource", []))
+    ]
+
+
+def buckets_are_private_encrypted_versioned_tls_only(mocks: RecordingMocks) -> list[str]:
+    """Each bucket: all four public-access blocks, encryption, versioning, TLS-only, lifecycle."""
+    problems: list[str] = []
+    for bucket in mocks.of_type("aws:s3/bucket:Bucket"):
+        bucket_id = f"{bucket.name}-id"
+
+        def attached(token: str, bucket_id: str = bucket_id) -> list[Resource]:
+            return [r for r in mocks.of_type(token) if r.inputs.get("bucket") == bucket_id]
+
+        blocks = attached("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock")
+        flags = (
+            "blockPublicAcls",
+            "blockPublicPolicy",
+            "ignorePublicAcls",
+            "restrictPublicBuckets",
+        )
+        if not blocks or not all(blocks[0].inputs.get(flag) is True for flag in flags):
+            problems.append(f"{bucket.name}: public access not fully blocked")
+        encryption = attached(
+            "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
+        )
+        if not encryption or not encryption[0].inputs["rules"][0][
+            "applyServerSideEncryptionByDefault"
+        ]["sseAlgorithm"].startswith("aws:kms"):
+            problems.append(f"{bucket.name}: no KMS default encryption")
+        versioning = attached("aws:s3/bucketVersioning:BucketVersioning")
+        if not versioning or versioning[0].inputs["versioningConfiguration"]["status"] != "Enabled":
+            problems.append(f"{bucket.name}: versioning not enabled")
+        lifecycle = attached("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration")
+        if not lifecycle or not any(
+            rule.get("noncurrentVersionExpiration") and rule.get("status") == "Enabled"
+            for rule in lifecycle[0].inputs["rules"]
+        ):
+            problems.append(f"{bucket.name}: no rule expiring noncurrent versions")
+        policies = attached("aws:s3/bucketPolicy:BucketPolicy")
+        denies_plain_http = any(
+            item["Effect"] == "Deny"
+            and item.get("Condition", {}).get("Bool", {}).get("aws:SecureTransport") == "false"
+            for policy in policies
+            for item in json.loads(policy.inputs["policy"])["Statement"]
+        )
+        if not denies_plain_http:
+            problems.append(f"{bucket.name}: bucket policy does not deny non-TLS requests")
+    return problems
+
+
+def topics_use_a_rotated_customer_key_cloudwatch_can_use(mocks: RecordingMocks) -> list[str]:
+    """Topics are encrypted with a CMK (not alias/aws/sns) that rotates and CloudWatch may use."""
+    problems: list[str] = []
+    keys = {
+        f"arn:aws:kms:sa-east-1:123456789012:{k.name}-id": k
+        for k in mocks.of_type("aws:kms/key:Key")
+    }
+    for topic in mocks.of_type("aws:sns/topic:Topic"):
+        key_ref = topic.inputs.get("kmsMasterKeyId", "")
+        key = next((k for arn, k in keys.items() if key_ref == arn), None)
+        if key is None:
+            problems.append(f"{topic.name}: not encrypted with a key of this stack ({key_ref!r})")
+            continue
+        if key.inputs.get("enableKeyRotation") is not True:
+            problems.append(f"{key.name}: key rotation is off")
+        cloudwatch_may_use = any(
+            "cloudwatch.amazonaws.com" in _principals(item)
+            and {"kms:GenerateDataKey", "kms:Decrypt"} <= set(_as_list(item["Action"]))
+            for item in json.loads(key.inputs.get("policy", '{"Statement": []}'))["Statement"]
+        )
+        if not cloudwatch_may_use:
+            problems.append(f"{key.name}: key policy does not let CloudWatch alarms use it")
+    return problems
+
+
+def alarms_notify_the_alerts_topic(mocks: RecordingMocks) -> list[str]:
+    """Every alarm has an alerts topic of this stack among its alarm actions."""
+    topics = {
+        t.inputs.get("arn") or f"arn:aws:sns:sa-east-1:123456789012:{t.name}-id"
+        for t in mocks.of_type("aws:sns/topic:Topic")
+    }
+    return [
+        f"{alarm.name}: alarm actions {alarm.inputs.get('alarmActions')} miss the alerts topic"
+        for alarm in mocks.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
+        if not topics & set(alarm.inputs.get("alarmActions") or [])
+    ]
+
+
+def functions_have_logs_async_config_and_vpc(mocks: RecordingMocks) -> list[str]:
+    """Each function: own log group with retention, VPC in 2+ subnets, reserved concurrency,
+    explicit async retries and event age with an on-failure destination."""
+    problems: list[str] = []
+    for function in mocks.of_type("aws:lambda/function:Function"):
+        name = function.inputs.get("name")
+        groups = [
+            g
+            for g in mocks.of_type("aws:cloudwatch/logGroup:LogGroup")
+            if g.inputs.get("name") == f"/aws/lambda/{name}"
+        ]
+        if not groups or not groups[0].inputs.get("retentionInDays"):
+            problems.append(f"{name}: no log group with retention")
+        vpc = function.inputs.get("vpcConfig") or {}
+        if len(vpc.get("subnetIds") or []) < 2 or not vpc.get("securityGroupIds"):
+            problems.append(f"{name}: not in a VPC with two subnets and a security group")
+        if not function.inputs.get("reservedConcurrentExecutions"):
+            problems.append(f"{name}: no reserved concurrency")
+        configs = [
+            c
+            for c in mocks.of_type("aws:lambda/functionEventInvokeConfig:FunctionEventInvokeConfig")
+            if c.inputs.get("functionName") == name
+        ]
+        if not configs:
+            problems.append(f"{name}: no explicit async invoke config")
+            continue
+        config = configs[0].inputs
+        if "maximumRetryAttempts" not in config or "maximumEventAgeInSeconds" not in config:
+            problems.append(f"{name}: async retries or event age left to defaults")
+        destination = (config.get("destinationConfig") or {}).get("onFailure", {})
+        if ":sns:" not in str(destination.get("destination", "")):
+            problems.append(f"{name}: async failures go nowhere")
+    return problems
+
+
+def _taggable(token: str) -> bool:
+    package, module_path, name = token.split(":")
+    if package != "aws":
+        return False
+    module = importlib.import_module(
+        "pulumi_aws."
+        + ("lambda_" if module_path.split("/")[0] == "lambda" else module_path.split("/")[0])
+    )
+    cls = getattr(module, name, None)
+    return cls is not None and hasattr(cls, "tags")
+
+
+def taggable_resources_carry_project_stack_service(mocks: RecordingMocks) -> list[str]:
+    """Every resource type that takes tags gets project, stack and service."""
+    return [
+        f"{resource.type} {resource.name}: tags {resource.inputs.get('tags')}"
+        for resource in mocks.resources
+        if _taggable(resource.type)
+        and not all((resource.inputs.get("tags") or {}).get(tag) for tag in REQUIRED_TAGS)
+    ]
+
+
+def roles_hold_only_what_their_function_needs(mocks: RecordingMocks) -> list[str]:
+    """Function roles: own log group, the one secret, the alerts topic and key, VPC access."""
+    allowed = {
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
+        "secretsmanager:GetSecretValue",
+        "sns:Publish",
+        "kms:GenerateDataKey",
+        "kms:Decrypt",
+        "lambda:InvokeFunction",
+    }
+    problems: list[str] = []
+    for resource, item in statements(mocks):
+        if resource.type != "aws:iam/rolePolicy:RolePolicy":
+            continue
+        extra = set(_as_list(item["Action"])) - allowed
+        if extra:
+            problems.append(f"{resource.name}: grants {sorted(extra)}")
+        if any(action.startswith("logs:") for action in _as_list(item["Action"])) and not all(
+            ":log-group:/aws/lambda/" in arn or "/aws/lambda/" in arn
+            for arn in _as_list(item["Resource"])
+        ):
+            problems.append(f"{resource.name}: writes logs outside its own log group")
+    attachments = mocks.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+    problems += [
+        f"{a.name}: attaches {a.inputs.get('policyArn')}"
+        for a in attachments
+        if a.inputs.get("policyArn")
+        != "arn:aws:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"
+    ]
+    return problems
+
+
+CHECKS: dict[str, Check] = {
+    check.__name__: check
+    for check in (
+        allow_has_no_wildcard_principal,
+        allow_has_no_wildcard_action,
+        identity_policies_name_their_resources,
+        buckets_are_private_encrypted_versioned_tls_only,
+        topics_use_a_rotated_customer_key_cloudwatch_can_use,
+        alarms_notify_the_alerts_topic,
+        functions_have_logs_async_config_and_vpc,
+        taggable_resources_carry_project_stack_service,
+        roles_hold_only_what_their_function_needs,
+    )
+}

@@ -1,0 +1,124 @@
+"""Every policy check on every real stack, and each check catching a deliberately bad resource."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pulumi_aws as aws
+import pytest
+
+import pulumi
+from tests.infra.harness import STACKS, RecordingMocks, recorded_stack, run_stack
+from tests.infra.policy import CHECKS
+
+
+@pytest.mark.parametrize("check_name", sorted(CHECKS))
+@pytest.mark.parametrize("stack", STACKS)
+@pulumi.runtime.test
+def test_every_stack_passes_every_policy_check(stack: str, check_name: str) -> pulumi.Output[None]:
+    def check(mocks: RecordingMocks) -> None:
+        assert CHECKS[check_name](mocks) == []
+
+    return recorded_stack(stack, check)
+
+
+def _policy(effect: str, action: Any, resource: Any, principal: Any = None) -> str:
+    item: dict[str, Any] = {"Sid": "Bad", "Effect": effect, "Action": action, "Resource": resource}
+    if principal is not None:
+        item["Principal"] = principal
+    return json.dumps({"Version": "2012-10-17", "Statement": [item]})
+
+
+def _bad_principal() -> None:
+    aws.sns.TopicPolicy(
+        "bad-topic-policy",
+        arn="arn:aws:sns:sa-east-1:1:t",
+        policy=_policy("Allow", "sns:Publish", "*", {"AWS": "*"}),
+    )
+
+
+def _bad_action() -> None:
+    aws.iam.RolePolicy("bad-action", role="r", policy=_policy("Allow", "s3:*", "arn:aws:s3:::b/*"))
+
+
+def _bad_resource() -> None:
+    aws.iam.RolePolicy("bad-resource", role="r", policy=_policy("Allow", "sns:Publish", "*"))
+
+
+def _bad_bucket() -> None:
+    aws.s3.Bucket("bad-bucket", tags={"project": "p", "stack": "s", "service": "x"})
+
+
+def _bad_topic() -> None:
+    aws.sns.Topic("bad-topic", kms_master_key_id="alias/aws/sns")
+
+
+def _bad_alarm() -> None:
+    aws.cloudwatch.MetricAlarm(
+        "bad-alarm",
+        comparison_operator="GreaterThanThreshold",
+        evaluation_periods=1,
+        metric_name="Errors",
+        namespace="AWS/Lambda",
+        period=60,
+        statistic="Sum",
+        threshold=0,
+        alarm_actions=[],
+        tags={"project": "p", "stack": "s", "service": "x"},
+    )
+
+
+def _bad_function() -> None:
+    aws.lambda_.Function(
+        "bad-function",
+        name="bad",
+        role="arn:aws:iam::1:role/r",
+        runtime="python3.12",
+        handler="x.y",
+        tags={"project": "p", "stack": "s", "service": "x"},
+    )
+
+
+def _untagged() -> None:
+    aws.cloudwatch.LogGroup("bad-logs", name="/aws/lambda/untagged", retention_in_days=1)
+
+
+def _overgranted_role() -> None:
+    aws.iam.RolePolicy(
+        "bad-grant", role="r", policy=_policy("Allow", ["s3:GetObject"], ["arn:aws:s3:::b/*"])
+    )
+    aws.iam.RolePolicyAttachment(
+        "bad-admin", role="r", policy_arn="arn:aws:iam::aws:policy/AdministratorAccess"
+    )
+
+
+BAD: dict[str, tuple[Callable[[], None], str]] = {
+    "allow_has_no_wildcard_principal": (_bad_principal, "bad-topic-policy"),
+    "allow_has_no_wildcard_action": (_bad_action, "bad-action"),
+    "identity_policies_name_their_resources": (_bad_resource, "bad-resource"),
+    "buckets_are_private_encrypted_versioned_tls_only": (_bad_bucket, "bad-bucket"),
+    "topics_use_a_rotated_customer_key_cloudwatch_can_use": (_bad_topic, "bad-topic"),
+    "alarms_notify_the_alerts_topic": (_bad_alarm, "bad-alarm"),
+    "functions_have_logs_async_config_and_vpc": (_bad_function, "bad"),
+    "taggable_resources_carry_project_stack_service": (_untagged, "bad-logs"),
+    "roles_hold_only_what_their_function_needs": (_overgranted_role, "bad-grant"),
+}
+
+
+def test_every_check_has_a_failing_case() -> None:
+    assert set(BAD) == set(CHECKS)
+
+
+@pytest.mark.parametrize("check_name", sorted(BAD))
+@pulumi.runtime.test
+def test_each_check_catches_a_deliberately_bad_resource(check_name: str) -> pulumi.Output[None]:
+    add_bad_resource, name = BAD[check_name]
+
+    def check(mocks: RecordingMocks, components: dict[str, Any]) -> None:
+        violations = CHECKS[check_name](mocks)
+        assert violations, f"{check_name} missed the bad resource"
+        assert any(name in violation for violation in violations), violations
+
+    return run_stack("dev", check, extra=add_bad_resource)
