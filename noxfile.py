@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import sys
+
 import nox
 
 nox.needs_version = ">=2025.2.9"
@@ -106,4 +109,88 @@ def holidays(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks of the hot paths; prints a table and writes build/bench.json."""
     install(session)
+    session.install("pip")
     with_database(session, "python", "-m", "devtools.bench", *session.posargs)
+
+
+# --- packaging and delivery ----------------------------------------------------------------
+
+STACKS = ("dev", "staging", "prod")
+PULUMI_MISSING = (
+    "pulumi CLI not found on PATH: install it (https://www.pulumi.com/docs/install/, e.g. "
+    "`curl -fsSL https://get.pulumi.com | sh`) and rerun"
+)
+
+
+def _stack(session: nox.Session, command: str) -> str:
+    """The STACK argument, or a usage line naming the choices."""
+    if not session.posargs or session.posargs[0] not in STACKS:
+        session.error(f"usage: nox -s {command} -- STACK ...  (STACK: {', '.join(STACKS)})")
+    return session.posargs[0]
+
+
+def _require_pulumi(session: nox.Session) -> None:
+    """Exit 2 with one line when the Pulumi CLI is missing."""
+    if shutil.which("pulumi") is None:
+        print(PULUMI_MISSING, file=sys.stderr)
+        raise SystemExit(2)
+
+
+@nox.session(default=False)
+def package(session: nox.Session) -> None:
+    """Build the Lambda zips and manifests in build/: --arch, --python, --skip-build."""
+    install(session)
+    session.install("pip")
+    session.run("python", "-m", "devtools.package", *session.posargs)
+
+
+@nox.session(name="invoke-artifact", default=False)
+def invoke_artifact(session: nox.Session) -> None:
+    """Run the packaged handler in a fresh interpreter: -- --tenant test-001 --batch-size 5."""
+    install(session)
+    session.install("pip")
+    with_database(session, "python", "-m", "devtools.artifact", *session.posargs)
+
+
+@nox.session(default=False)
+def upload(session: nox.Session) -> None:
+    """Upload the artifacts content-addressed: -- --bucket NAME [--endpoint-url URL]."""
+    if not any(arg.startswith("--bucket") for arg in session.posargs):
+        session.error("usage: nox -s upload -- --bucket NAME [--endpoint-url URL]")
+    install(session)
+    session.run("python", "-m", "devtools.upload", *session.posargs)
+
+
+@nox.session(venv_backend="none", default=False)
+def preview(session: nox.Session) -> None:
+    """Preview a stack's changes: nox -s preview -- dev|staging|prod."""
+    stack = _stack(session, "preview")
+    _require_pulumi(session)
+    session.run("pulumi", "preview", "--stack", stack, *session.posargs[1:], external=True)
+
+
+@nox.session(default=False)
+def deploy(session: nox.Session) -> None:
+    """Package for Lambda, then pulumi up: nox -s deploy -- dev|staging|prod."""
+    stack = _stack(session, "deploy")
+    _require_pulumi(session)
+    install(session)
+    session.install("pip")
+    session.run("python", "-m", "devtools.package")
+    session.run("pulumi", "up", "--stack", stack, *session.posargs[1:], external=True)
+
+
+@nox.session(default=False)
+def invoke(session: nox.Session) -> None:
+    """Invoke a deployed dry-run: nox -s invoke -- STACK --tenant T --batch-size N."""
+    _stack(session, "invoke")
+    install(session)
+    session.run("python", "-m", "devtools.aws_tools", "invoke", *session.posargs)
+
+
+@nox.session(default=False)
+def logs(session: nox.Session) -> None:
+    """Print a deployed dry-run's recent log lines: nox -s logs -- STACK [--minutes 30]."""
+    _stack(session, "logs")
+    install(session)
+    session.run("python", "-m", "devtools.aws_tools", "logs", *session.posargs)

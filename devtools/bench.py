@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -369,6 +370,71 @@ def bench_cold_start(url: str, rounds: int) -> dict[str, Any]:
     }
 
 
+# --- artifacts: size, build time, cold import with and without precompiled bytecode ---------
+
+_IMPORT_SCRIPT = """
+import sys, time
+sys.path[:0] = sys.argv[1:3]
+started = time.perf_counter()
+import dry_run.handler
+print((time.perf_counter() - started) * 1000)
+"""
+
+
+def bench_artifact(rounds: int) -> dict[str, Any]:
+    from devtools.artifact import extract, local_target, runtime_dir  # noqa: PLC0415
+    from devtools.package import SERVICES, package  # noqa: PLC0415
+
+    python, arch = local_target()
+    build_dir = REPO_ROOT / "build" / "bench-artifact"
+    started = time.perf_counter()
+    manifests = {
+        name: package(service, arch=arch, python=python, build_dir=build_dir)
+        for name, service in SERVICES.items()
+    }
+    build_s = time.perf_counter() - started
+    compiled = extract(build_dir / "dry_run.zip", build_dir / "with-bytecode")
+    source_only = extract(build_dir / "dry_run.zip", build_dir / "without-bytecode")
+    for cache in list(source_only.rglob("__pycache__")):
+        shutil.rmtree(cache)
+    runtime = runtime_dir(build_dir)
+    # Lambda's task root is read-only: without shipped bytecode every cold start compiles.
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONDONTWRITEBYTECODE": "1"}
+
+    def cold_import(root: Path) -> Callable[[], float]:
+        def run() -> float:
+            completed = subprocess.run(
+                [sys.executable, "-I", "-S", "-c", _IMPORT_SCRIPT, str(root), str(runtime)],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            return float(completed.stdout.strip())
+
+        return run
+
+    stats = alternate(
+        {"with_bytecode": cold_import(compiled), "without_bytecode": cold_import(source_only)},
+        rounds,
+    )
+    return {
+        "python": python,
+        "architecture": arch,
+        "build_seconds_both": round(build_s, 1),
+        "sizes": {
+            name: {"zipped": m["size_zipped"], "unzipped": m["size_unzipped"]}
+            for name, m in manifests.items()
+        },
+        "import_with_bytecode": stats["with_bytecode"].to_dict(),
+        "import_without_bytecode": stats["without_bytecode"].to_dict(),
+        "bytecode_speedup_median": round(
+            stats["without_bytecode"].median / stats["with_bytecode"].median, 2
+        ),
+        "target_speedup": 1.5,
+    }
+
+
 def _render(report: dict[str, Any], console: Console) -> None:
     table = Table(title="nox -s bench (medians; min in brackets)")
     for column in ("benchmark", "result", "target", "ok"):
@@ -417,6 +483,25 @@ def _render(report: dict[str, Any], console: Console) -> None:
         "< 800 ms",
         cold["cold_start_wall"]["median"] < 800,
     )
+    artifact = report.get("artifact")
+    if artifact:
+        dry_run_size = artifact["sizes"]["dry_run"]
+        row(
+            "artifacts: dry_run.zip size / build time",
+            f"{dry_run_size['zipped'] / 2**20:.1f} MB zipped, "
+            f"{dry_run_size['unzipped'] / 2**20:.1f} MB unzipped; both built in "
+            f"{artifact['build_seconds_both']} s",
+            "< 50 / 250 MB",
+            dry_run_size["zipped"] < 50 * 2**20,
+        )
+        row(
+            "artifacts: cold import, bytecode vs source",
+            f"{artifact['import_with_bytecode']['median']:.0f} vs "
+            f"{artifact['import_without_bytecode']['median']:.0f} ms = "
+            f"{artifact['bytecode_speedup_median']}x",
+            ">= 1.5x",
+            artifact["bytecode_speedup_median"] >= 1.5,
+        )
     console.print(table)
 
 
@@ -426,6 +511,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--leads", type=int, default=10_000)
     parser.add_argument("--output", type=Path, default=OUTPUT)
+    parser.add_argument("--skip-artifact", action="store_true", help="skip the packaging bench")
     args = parser.parse_args(argv)
     admin_url = os.environ.get("DATABASE_URL", "").strip()
     if not admin_url:
@@ -449,6 +535,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         report["decision"] = bench_decision(args.leads, args.rounds)
         console.print("(d) cold start ...")
         report["cold_start"] = bench_cold_start(url, args.rounds)
+    if not args.skip_artifact:
+        console.print("artifacts ...")
+        report["artifact"] = bench_artifact(args.rounds)
     existing = json.loads(args.output.read_text()) if args.output.is_file() else {}
     existing["dry_run"] = report
     args.output.parent.mkdir(parents=True, exist_ok=True)

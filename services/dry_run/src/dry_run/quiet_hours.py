@@ -18,11 +18,21 @@ SATURDAY_WINDOW = (time(10), time(16))
 _LOOKAHEAD_DAYS = 14
 
 
+class HolidayTableError(RuntimeError):
+    """A date beyond the generated holiday table, with no holidays package to ask."""
+
+
 @lru_cache(maxsize=64)
 def _library_holidays(year: int) -> frozenset[date]:
-    # Beyond the generated table: ask the library itself (slow, but only for those years).
-    import holidays  # noqa: PLC0415
-
+    # Beyond the generated table: ask the library itself where it is installed (developer
+    # machines); the Lambda artifact ships only the table.
+    try:
+        import holidays  # noqa: PLC0415
+    except ImportError:
+        raise HolidayTableError(
+            f"no Brazilian holiday table for {year} (it covers {FIRST_YEAR}-{LAST_YEAR}): "
+            "raise LAST_YEAR in devtools/gen_holidays.py and run `nox -s holidays`"
+        ) from None
     return frozenset(holidays.country_holidays("BR", years=year))
 
 
