@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -205,20 +206,26 @@ def test_the_artifacts_handler_runs_end_to_end_in_a_fresh_interpreter(
 # --- upload ----------------------------------------------------------------------------------
 
 
-@pytest.mark.usefixtures("aws_env")
+@pytest.fixture
+def s3(aws_env: None) -> Iterator[Any]:
+    """moto's S3 with an empty ``artifacts`` bucket."""
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket="artifacts")
+        yield client
+
+
 def test_upload_is_content_addressed_idempotent_and_verified(
-    built: tuple[Path, dict[str, Any]], capsys: pytest.CaptureFixture[str]
+    built: tuple[Path, dict[str, Any]], s3: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     build_dir, manifests = built
-    with mock_aws():
-        s3 = boto3.client("s3", region_name="us-east-1")
-        s3.create_bucket(Bucket="artifacts")
 
-        first = upload.main(["--bucket", "artifacts", "--build-dir", str(build_dir)], client=s3)
-        second = upload.main(["--bucket", "artifacts", "--build-dir", str(build_dir)], client=s3)
-        key = f"dry_run/{manifests['dry_run']['sha256']}.zip"
-        head = s3.head_object(Bucket="artifacts", Key=key, ChecksumMode="ENABLED")
-        listed = [o["Key"] for o in s3.list_objects_v2(Bucket="artifacts")["Contents"]]
+    first = upload.main(["--bucket", "artifacts", "--build-dir", str(build_dir)], client=s3)
+    second = upload.main(["--bucket", "artifacts", "--build-dir", str(build_dir)], client=s3)
+
+    key = f"dry_run/{manifests['dry_run']['sha256']}.zip"
+    head = s3.head_object(Bucket="artifacts", Key=key, ChecksumMode="ENABLED")
+    listed = [o["Key"] for o in s3.list_objects_v2(Bucket="artifacts")["Contents"]]
 
     out = capsys.readouterr().out
     assert (first, second) == (0, 0)
@@ -226,7 +233,9 @@ def test_upload_is_content_addressed_idempotent_and_verified(
     assert out.count("(already there)") == 2
     assert (
         head["ChecksumSHA256"]
-        == base64.b64encode(bytes.fromhex(manifests["dry_run"]["sha256"])).decode()
+        == base64.b64encode(
+            hashlib.sha256((build_dir / "dry_run.zip").read_bytes()).digest()
+        ).decode()
     )
     assert sorted(listed) == sorted(
         f"{name}/{manifest['sha256']}.zip" for name, manifest in manifests.items()
@@ -234,22 +243,18 @@ def test_upload_is_content_addressed_idempotent_and_verified(
     assert f'"dryRunArtifactKey": "{key}"' in out
 
 
-@pytest.mark.usefixtures("aws_env")
 def test_upload_refuses_an_overwritten_content_address(
-    built: tuple[Path, dict[str, Any]], capsys: pytest.CaptureFixture[str]
+    built: tuple[Path, dict[str, Any]], s3: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     build_dir, manifests = built
-    with mock_aws():
-        s3 = boto3.client("s3", region_name="us-east-1")
-        s3.create_bucket(Bucket="artifacts")
-        s3.put_object(
-            Bucket="artifacts",
-            Key=f"dry_run/{manifests['dry_run']['sha256']}.zip",
-            Body=b"something else",
-            ChecksumAlgorithm="SHA256",
-        )
+    s3.put_object(
+        Bucket="artifacts",
+        Key=f"dry_run/{manifests['dry_run']['sha256']}.zip",
+        Body=b"something else",
+        ChecksumAlgorithm="SHA256",
+    )
 
-        code = upload.main(["--bucket", "artifacts", "--build-dir", str(build_dir)], client=s3)
+    code = upload.main(["--bucket", "artifacts", "--build-dir", str(build_dir)], client=s3)
 
     assert code == 2
     assert "someone overwrote a content-addressed object" in capsys.readouterr().err

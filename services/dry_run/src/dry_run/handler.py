@@ -8,6 +8,7 @@ and on-failure destination take over; the use case commits nothing partial.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -87,34 +88,30 @@ def _observe(result: RunResult) -> None:
         metrics.add_metric(name="ReplayedRuns", unit=MetricUnit.Count, value=1)
         return
     metrics.add_metric(name="LeadsDecided", unit=MetricUnit.Count, value=len(result.decisions))
-    counts: dict[tuple[str, str], int] = {}
-    reasons: dict[tuple[str, str], int] = {}
-    for decision in result.decisions:
-        key = (decision.channel or "none", decision.action)
-        counts[key] = counts.get(key, 0) + 1
-        reasons[(decision.action, decision.reason)] = (
-            reasons.get((decision.action, decision.reason), 0) + 1
-        )
-    for (channel, action), value in sorted(counts.items()):
+    _emit_counts(
+        "Decisions",
+        ("channel", "action"),
+        Counter((d.channel or "none", d.action) for d in result.decisions),
+    )
+    _emit_counts(
+        "DecisionReasons",
+        ("action", "reason"),
+        Counter((d.action, d.reason) for d in result.decisions),
+    )
+
+
+def _emit_counts(name: str, dimensions: tuple[str, str], counts: Counter[tuple[str, str]]) -> None:
+    """One EMF metric per combination of two dimensions (Powertools' single_metric)."""
+    for values, value in sorted(counts.items()):
         with single_metric(
-            name="Decisions",
+            name=name,
             unit=MetricUnit.Count,
             value=value,
             namespace=NAMESPACE,
             default_dimensions={"service": SERVICE},
         ) as metric:
-            metric.add_dimension(name="channel", value=channel)
-            metric.add_dimension(name="action", value=action)
-    for (action, reason), value in sorted(reasons.items()):
-        with single_metric(
-            name="DecisionReasons",
-            unit=MetricUnit.Count,
-            value=value,
-            namespace=NAMESPACE,
-            default_dimensions={"service": SERVICE},
-        ) as metric:
-            metric.add_dimension(name="action", value=action)
-            metric.add_dimension(name="reason", value=reason)
+            for dimension, dimension_value in zip(dimensions, values, strict=True):
+                metric.add_dimension(name=dimension, value=dimension_value)
 
 
 def handle(

@@ -188,6 +188,15 @@ def dispatch_key(
     return hashlib.sha256(intent.encode("utf-8")).hexdigest()
 
 
+def _email_problem(lead: Lead) -> str | None:
+    """Why the lead's email cannot be used, or None when it can."""
+    if not lead.email:
+        return "missing_email"
+    if normalize_email(lead.email) is None:
+        return "invalid_email"
+    return None
+
+
 def _candidate(channel: Channel, lead: Lead, now: datetime) -> tuple[bool, str | None, str]:
     """``(eligible, template, reason)``; a rejected channel's reason says why.
 
@@ -196,10 +205,8 @@ def _candidate(channel: Channel, lead: Lead, now: datetime) -> tuple[bool, str |
     if channel == "calendar":
         if lead.stage != "meeting_requested":
             return False, None, "not_meeting_requested"
-        if not lead.email:
-            return False, None, "missing_email"
-        if normalize_email(lead.email) is None:
-            return False, None, "invalid_email"
+        if problem := _email_problem(lead):
+            return False, None, problem
         return True, CALENDAR_TEMPLATE, "meeting_requested"
     if channel == "whatsapp":
         if not lead.whatsapp_opt_in:
@@ -215,10 +222,8 @@ def _candidate(channel: Channel, lead: Lead, now: datetime) -> tuple[bool, str |
         return True, template, "whatsapp_template"
     if not lead.email_opt_in:
         return False, None, "no_consent"
-    if not lead.email:
-        return False, None, "missing_email"
-    if normalize_email(lead.email) is None:
-        return False, None, "invalid_email"
+    if problem := _email_problem(lead):
+        return False, None, problem
     return True, EMAIL_TEMPLATES.get(lead.stage, EMAIL_TEMPLATES["new"]), "email_opt_in"
 
 
