@@ -508,7 +508,7 @@ def _render(report: dict[str, Any], console: Console) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run every benchmark and write build/bench.json."""
     parser = argparse.ArgumentParser(prog="nox -s bench --", description=__doc__)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--leads", type=int, default=10_000)
     parser.add_argument("--output", type=Path, default=OUTPUT)
     parser.add_argument("--skip-artifact", action="store_true", help="skip the packaging bench")

