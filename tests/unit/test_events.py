@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dry_run.events import InvalidEventError, parse_event
-from dry_run.settings import dispatch_enabled
+from dry_run.settings import dispatch_enabled, sandbox_recipients
 from tests.support import FIXTURES
 
 EVENTS = FIXTURES / "events"
@@ -89,3 +89,10 @@ def test_only_the_exact_string_true_enables_live_dispatch(value: str | None, liv
 @given(value=st.text(max_size=8))
 def test_any_flag_value_other_than_exact_true_is_a_dry_run(value: str) -> None:
     assert dispatch_enabled({"MICRO_AGENT_DISPARO_ENABLED": value}) is (value == "true")
+
+
+def test_sandbox_recipients_parse_as_a_trimmed_set() -> None:
+    environ = {"MICRO_AGENT_SANDBOX_RECIPIENTS": " +5511999990000, qa@example.com ,,"}
+
+    assert sandbox_recipients(environ) == frozenset({"+5511999990000", "qa@example.com"})
+    assert sandbox_recipients({}) == frozenset()
