@@ -187,13 +187,11 @@ def bench_persist(url: str, leads_count: int, rounds: int) -> dict[str, Any]:
             _insert_each(conn, f"ins-{uuid.uuid4()}", tenant, decisions)
             return (time.perf_counter() - started) * 1000
 
-        stats = alternate(
-            {
-                "end_to_end": end_to_end,
-                "write_copy": write_copy,
-                "write_insert_each": write_insert_each,
-            },
-            rounds,
+        # The end-to-end target is measured in rounds of its own: interleaved with the
+        # one-INSERT-per-row contender, it would pay for that contender's write burst.
+        stats = alternate({"end_to_end": end_to_end}, rounds)
+        stats |= alternate(
+            {"write_copy": write_copy, "write_insert_each": write_insert_each}, rounds
         )
     return {
         "leads": len(decisions),
@@ -399,12 +397,13 @@ def bench_artifact(rounds: int) -> dict[str, Any]:
         shutil.rmtree(cache)
     runtime = runtime_dir(build_dir)
     # Lambda's task root is read-only: without shipped bytecode every cold start compiles.
-    env = {"PATH": os.environ.get("PATH", ""), "PYTHONDONTWRITEBYTECODE": "1"}
+    # -B stands in for that (-I ignores PYTHONDONTWRITEBYTECODE, so the variable would not).
+    env = {"PATH": os.environ.get("PATH", "")}
 
     def cold_import(root: Path) -> Callable[[], float]:
         def run() -> float:
             completed = subprocess.run(
-                [sys.executable, "-I", "-S", "-c", _IMPORT_SCRIPT, str(root), str(runtime)],
+                [sys.executable, "-I", "-S", "-B", "-c", _IMPORT_SCRIPT, str(root), str(runtime)],
                 env=env,
                 capture_output=True,
                 text=True,
