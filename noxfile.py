@@ -7,6 +7,9 @@ import sys
 
 import nox
 
+# nox puts this file's folder on sys.path; aws_tools imports only the standard library.
+from devtools.aws_tools import PULUMI_MISSING, STACKS
+
 nox.needs_version = ">=2025.2.9"
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.reuse_existing_virtualenvs = False
@@ -114,12 +117,6 @@ def bench(session: nox.Session) -> None:
 
 
 # --- packaging and delivery ----------------------------------------------------------------
-
-STACKS = ("dev", "staging", "prod")
-PULUMI_MISSING = (
-    "pulumi CLI not found on PATH: install it (https://www.pulumi.com/docs/install/, e.g. "
-    "`curl -fsSL https://get.pulumi.com | sh`) and rerun"
-)
 
 
 def _stack(session: nox.Session, command: str) -> str:

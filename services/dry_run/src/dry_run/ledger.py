@@ -71,16 +71,20 @@ def read_run(conn: psycopg.Connection[Any], run_id: str) -> tuple[str | None, li
     return rows[0][0], decisions
 
 
+def _rejections_json(details: tuple[Rejection, ...]) -> list[dict[str, str]]:
+    return [{"channel": item.channel, "reason": item.reason} for item in details]
+
+
 def details_json(decision: Decision) -> list[dict[str, str]]:
     """Every rejected channel with its reason, as stored in ``details`` and returned."""
-    return [{"channel": item.channel, "reason": item.reason} for item in decision.details]
+    return _rejections_json(decision.details)
 
 
 @lru_cache(maxsize=512)
 def _details_text(details: tuple[Rejection, ...]) -> str:
     # Few distinct shapes exist (channel x reason), so serialise each once; COPY's text format
     # hands the JSON text to the jsonb column as is.
-    return json.dumps([{"channel": item.channel, "reason": item.reason} for item in details])
+    return json.dumps(_rejections_json(details))
 
 
 def record(

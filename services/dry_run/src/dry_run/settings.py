@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from pgconn import DATABASE_URL, DB_HOST, DB_NAME, DB_SECRET_ARN
+from pgconn import DB_HOST, DB_NAME, DB_SECRET_ARN
 
 # Live dispatch happens only when this is exactly the string "true".
 DISPATCH_FLAG = "MICRO_AGENT_DISPARO_ENABLED"
@@ -21,7 +21,7 @@ POWERTOOLS_SERVICE_NAME = "POWERTOOLS_SERVICE_NAME"
 POWERTOOLS_METRICS_NAMESPACE = "POWERTOOLS_METRICS_NAMESPACE"
 POWERTOOLS_LOG_LEVEL = "POWERTOOLS_LOG_LEVEL"
 
-# The names the deployed function reads; DATABASE_URL is for local work and is never deployed.
+# The names the deployed function reads (DATABASE_URL is for local work, never deployed).
 DEPLOYED_ENVIRONMENT = frozenset(
     {
         DISPATCH_FLAG,
@@ -36,7 +36,6 @@ DEPLOYED_ENVIRONMENT = frozenset(
         POWERTOOLS_LOG_LEVEL,
     }
 )
-LOCAL_ONLY_ENVIRONMENT = frozenset({DATABASE_URL})
 
 DEFAULT_SERVICE_NAME = "micro-agent-dry-run"
 DEFAULT_METRICS_NAMESPACE = "MicroAgent"
