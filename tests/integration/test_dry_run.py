@@ -16,7 +16,8 @@ from moto import mock_aws
 from psycopg.conninfo import conninfo_to_dict
 
 from devtools.lambda_context import LocalLambdaContext
-from dry_run import handler
+from dry_run import bootstrap, handler
+from dry_run.exceptions import LiveDispatchUnavailableError
 from dry_run.service import run_dry_run
 from tests.support import FIXTURES, insert_leads, insert_tenant
 
@@ -33,9 +34,9 @@ def db(migrated_db: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     monkeypatch.setenv("DATABASE_URL", migrated_db)
     monkeypatch.delenv("DB_SECRET_ARN", raising=False)
     monkeypatch.delenv("MICRO_AGENT_DISPARO_ENABLED", raising=False)
-    handler.reset_connections()
+    handler.reset()
     yield migrated_db
-    handler.reset_connections()
+    handler.reset()
 
 
 def invoke(
@@ -45,10 +46,15 @@ def invoke(
     environ: dict[str, str] | None = None,
     request_id: str | None = None,
 ) -> dict[str, Any]:
-    import os
-
+    """Invoke as a warm container would (cached dependencies), or with a one-off environment."""
     context = LocalLambdaContext(aws_request_id=request_id) if request_id else LocalLambdaContext()
-    return handler.handle(event, context, environ=environ or dict(os.environ), clock=lambda: now)
+    if environ is None:
+        return handler.handle(event, context, deps=handler.dependencies(), clock=lambda: now)
+    deps = bootstrap.build(environ)
+    try:
+        return handler.handle(event, context, deps=deps, clock=lambda: now)
+    finally:
+        deps.close()
 
 
 def scalar(url: str, query: str, params: tuple[Any, ...] = ()) -> Any:
@@ -264,7 +270,11 @@ def test_eight_concurrent_invocations_decide_each_lead_at_most_once(db: str) -> 
             with psycopg.connect(db, autocommit=True) as conn:
                 barrier.wait()
                 run_dry_run(
-                    conn, tenant_id="test-001", batch_size=20, run_id=f"c-{index}", now=NOON
+                    conn,
+                    tenant_id="test-001",
+                    batch_size=20,
+                    run_id=f"c-{index}",
+                    clock=lambda: NOON,
                 )
         except BaseException as exc:  # surfaced by the assertion below
             errors.append(exc)
@@ -309,7 +319,7 @@ def test_live_mode_refuses_before_touching_any_lead(
     seed(db, 3)
     monkeypatch.setenv("MICRO_AGENT_DISPARO_ENABLED", "true")
 
-    with pytest.raises(handler.LiveDispatchUnavailableError, match="nothing was sent"):
+    with pytest.raises(LiveDispatchUnavailableError, match="nothing was sent"):
         handler.lambda_handler({"tenantId": "test-001", "batchSize": 5}, LocalLambdaContext())
 
     out = capsys.readouterr().out
@@ -342,12 +352,12 @@ def test_database_down_raises_and_counts_an_error(
 ) -> None:
     monkeypatch.setenv("DATABASE_URL", "postgresql://agent@127.0.0.1:1/leads")
     monkeypatch.setenv("DB_CONNECT_TIMEOUT_S", "2")
-    handler.reset_connections()
+    handler.reset()
     try:
         with pytest.raises(psycopg.OperationalError):
             handler.lambda_handler({"tenantId": "test-001", "batchSize": 5}, LocalLambdaContext())
     finally:
-        handler.reset_connections()
+        handler.reset()
     assert metric_total(capsys.readouterr().out, "Errors") == 1
 
 
@@ -356,7 +366,7 @@ def test_a_statement_timeout_midway_commits_nothing(
 ) -> None:
     seed(db, 5)
     monkeypatch.setenv("DB_STATEMENT_TIMEOUT_MS", "300")
-    handler.reset_connections()
+    handler.reset()
     # Another session blocks writes to the ledger, so the run reads and decides, then its COPY
     # waits past the statement timeout.
     with psycopg.connect(db) as blocker:
@@ -367,7 +377,7 @@ def test_a_statement_timeout_midway_commits_nothing(
 
     assert ledger_rows(db) == 0
     monkeypatch.delenv("DB_STATEMENT_TIMEOUT_MS")
-    handler.reset_connections()
+    handler.reset()
     assert len(invoke({"tenantId": "test-001", "batchSize": 5})["decisions"]) == 5
 
 
@@ -408,7 +418,7 @@ def test_the_secret_path_works_and_is_fetched_once_per_container(
         arn = client.create_secret(Name="db", SecretString=json.dumps(secret))["ARN"]
         monkeypatch.delenv("DATABASE_URL")
         monkeypatch.setenv("DB_SECRET_ARN", arn)
-        handler.reset_connections()
+        handler.reset()
 
         first = invoke({"tenantId": "test-001", "batchSize": 1})
         client.delete_secret(SecretId=arn, ForceDeleteWithoutRecovery=True)

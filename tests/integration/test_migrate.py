@@ -129,7 +129,7 @@ def test_an_edited_applied_file_is_refused_and_nothing_changes(
     before = _history(empty_db)
     edited = migrations_copy / "0002_leads.sql"
     edited.write_text(edited.read_text() + "\n-- an innocent-looking edit\n")
-    (migrations_copy / "0008_new_table.sql").write_text("CREATE TABLE should_not_exist (x int);")
+    (migrations_copy / "0099_new_table.sql").write_text("CREATE TABLE should_not_exist (x int);")
 
     # WHEN the runner is asked to apply THEN it refuses, naming the file
     with pytest.raises(MigrationRefusedError, match=r"0002_leads\.sql changed"):
@@ -153,13 +153,13 @@ def test_a_file_failing_midway_leaves_schema_and_history_unchanged(
 ) -> None:
     _apply(empty_db, migrations_copy)
     before = _history(empty_db)
-    (migrations_copy / "0008_breaks.sql").write_text(
+    (migrations_copy / "0099_breaks.sql").write_text(
         "CREATE TABLE half_done (x int);\n"
         "ALTER TABLE leads ADD COLUMN half_done_col int;\n"
         "SELECT 1 / 0;\n"
     )
 
-    with pytest.raises(MigrationFailedError, match=r"0008_breaks\.sql failed.*division by zero"):
+    with pytest.raises(MigrationFailedError, match=r"0099_breaks\.sql failed.*division by zero"):
         _apply(empty_db, migrations_copy)
 
     assert _history(empty_db) == before
@@ -179,11 +179,11 @@ def test_a_failed_concurrent_index_build_is_repaired_on_rerun(
     with psycopg.connect(empty_db, autocommit=True) as conn:
         conn.execute("CREATE TABLE tags (v int)")
         conn.execute("INSERT INTO tags VALUES (1), (1)")
-    (migrations_copy / "0008_tags_unique.sql").write_text(
+    (migrations_copy / "0099_tags_unique.sql").write_text(
         "-- transactional: false\nCREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS tags_v_uniq "
         "ON tags (v);\n"
     )
-    with pytest.raises(MigrationFailedError, match=r"0008_tags_unique\.sql failed outside"):
+    with pytest.raises(MigrationFailedError, match=r"0099_tags_unique\.sql failed outside"):
         _apply(empty_db, migrations_copy)
     with psycopg.connect(empty_db) as conn:
         state = conn.execute(
@@ -199,7 +199,7 @@ def test_a_failed_concurrent_index_build_is_repaired_on_rerun(
 
     # THEN the INVALID index was dropped and rebuilt valid, and the file is recorded
     assert report.repaired_indexes == ["tags_v_uniq"]
-    assert [entry["version"] for entry in report.applied] == ["0008"]
+    assert [entry["version"] for entry in report.applied] == ["0099"]
     with psycopg.connect(empty_db) as conn:
         state = conn.execute(
             "SELECT x.indisvalid FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid "

@@ -12,14 +12,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dry_run.contacts import Verdicts, with_verdicts
 from dry_run.policy import (
     ChannelLimit,
     ChannelUsage,
+    Decision,
     Lead,
     Rejection,
     Tenant,
     decide_batch,
     dispatch_key,
+    is_suppressed,
+    next_due,
 )
 from dry_run.quiet_hours import allowed_window
 
@@ -43,7 +47,8 @@ def make_lead(**overrides: object) -> Lead:
         "last_inbound_at": None,
     }
     values.update(overrides)
-    return Lead(**values)  # type: ignore[arg-type]
+    # Judged as a run judges a lead seen for the first time: no stored verdicts.
+    return with_verdicts(Lead(**values), Verdicts()).lead  # type: ignore[arg-type]
 
 
 def decide_one(lead: Lead, tenant: Tenant = TENANT, now: datetime = NOON, usage=None):  # type: ignore[no-untyped-def]
@@ -222,6 +227,124 @@ def test_the_dispatch_key_is_stable_for_the_same_intent_and_differs_across_days(
 
     assert first.dispatch_key == again.dispatch_key
     assert first.dispatch_key != next_day.dispatch_key
+
+
+# --- when a decided lead is due again ---------------------------------------------------------
+
+
+def test_a_send_waits_out_the_cooldown_and_records_its_time() -> None:
+    lead = make_lead()
+    decision = decide_one(lead)
+
+    due = next_due(decision, lead, TENANT, NOON)
+
+    assert decision.action == "would_send"
+    assert due == (NOON + timedelta(hours=72), NOON)
+
+
+def test_a_deferral_is_due_at_its_not_before_whatever_the_cooldown() -> None:
+    tenant = dataclasses.replace(TENANT, cooldown_hours=0)
+    late = datetime(2026, 11, 26, 1, 30, tzinfo=UTC)  # 22:30 in São Paulo
+    lead = make_lead()
+    decision = decide_one(lead, tenant=tenant, now=late)
+
+    due = next_due(decision, lead, tenant, late)
+
+    assert decision.reason == "quiet_hours"
+    assert due.due_at == decision.not_before == datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+    assert due.last_sent_at is None
+
+
+def test_a_lead_without_a_channel_waits_out_the_cooldown() -> None:
+    lead = make_lead(whatsapp_opt_in=False, email_opt_in=False)
+    decision = decide_one(lead)
+
+    assert decision.reason == "no_eligible_channel"
+    assert next_due(decision, lead, TENANT, NOON) == (NOON + timedelta(hours=72), None)
+
+
+def test_a_cooldown_skip_is_due_when_the_cooldown_ends() -> None:
+    lead = make_lead(last_contacted_at=NOON - timedelta(hours=10))
+    decision = decide_one(lead)
+
+    assert decision.reason == "cooldown"
+    assert next_due(decision, lead, TENANT, NOON).due_at == NOON + timedelta(hours=62)
+
+
+def test_a_repeated_intent_waits_for_the_leads_next_local_day() -> None:
+    tenant = dataclasses.replace(TENANT, cooldown_hours=0)
+    lead = make_lead()
+    key = decide_one(lead, tenant=tenant).dispatch_key
+    assert key is not None
+    again = lead._replace(recent_dispatch_keys=frozenset({key}))
+    decision = decide_one(again, tenant=tenant)
+
+    due = next_due(decision, again, tenant, NOON)
+
+    assert decision.reason == "duplicate_intent"
+    assert due.due_at == datetime(2026, 11, 26, 3, 0, tzinfo=UTC)  # midnight in São Paulo
+
+
+@pytest.mark.parametrize(
+    "overrides", [{"opted_out_at": NOON}, {"stage": "customer"}, {"stage": "lost"}]
+)
+def test_suppressed_leads_are_parked_until_they_change(overrides: dict[str, object]) -> None:
+    lead = make_lead(**overrides)
+    decision = decide_one(lead)
+
+    assert is_suppressed(lead)
+    assert next_due(decision, lead, TENANT, NOON) == (None, None)
+
+
+def test_a_deferral_by_the_caps_is_due_when_the_window_frees() -> None:
+    tenant = dataclasses.replace(TENANT, limits={"whatsapp": ChannelLimit(1, 10)})
+    usage = {"whatsapp": ChannelUsage(1, NOON - timedelta(minutes=20), 1, NOON)}
+    lead = make_lead()
+    decision = decide_one(lead, tenant=tenant, usage=usage)
+
+    assert isinstance(decision, Decision)
+    assert decision.reason == "rate_limited"
+    assert next_due(decision, lead, tenant, NOON).due_at == NOON + timedelta(minutes=40)
+
+
+# --- contact verdicts -----------------------------------------------------------------------
+
+
+def test_a_stored_verdict_is_trusted_while_the_value_is_unchanged() -> None:
+    # GIVEN a stored verdict that (deliberately) says the valid phone is invalid
+    raw = make_lead()._replace(phone_e164=None, email_normalized=None)
+    stored = Verdicts(
+        phone=VALID_PHONE, phone_e164=None, email=VALID_EMAIL, email_normalized="x@y.z"
+    )
+
+    checked = with_verdicts(raw, stored)
+
+    # THEN it was not validated again: the stored verdict stands, and nothing is to be saved
+    assert checked.changed is None
+    assert (checked.lead.phone_e164, checked.lead.email_normalized) == (None, "x@y.z")
+
+
+def test_a_changed_value_is_validated_again_and_saved() -> None:
+    raw = make_lead(phone="+55 11 91234-5678")._replace(phone_e164=None, email_normalized=None)
+    stored = Verdicts(
+        phone=VALID_PHONE, phone_e164=VALID_PHONE, email=VALID_EMAIL, email_normalized=VALID_EMAIL
+    )
+
+    checked = with_verdicts(raw, stored)
+
+    assert checked.lead.phone_e164 == "+5511912345678"
+    assert checked.changed == stored._replace(
+        phone="+55 11 91234-5678", phone_e164="+5511912345678"
+    )
+
+
+def test_a_value_no_decision_can_read_is_not_validated() -> None:
+    raw = make_lead(whatsapp_opt_in=False, email_opt_in=False, phone="+5511912345678")
+
+    checked = with_verdicts(raw._replace(phone_e164=None, email_normalized=None), Verdicts())
+
+    assert checked.changed is None
+    assert checked.lead.phone_e164 is None
 
 
 # --- properties -------------------------------------------------------------------------------

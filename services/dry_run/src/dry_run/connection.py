@@ -2,41 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import psycopg
 
-from dry_run.settings import DatabaseSettings
-from pgconn import connect, resolve_conninfo
+from pgconn import Connector
 
 T = TypeVar("T")
-APPLICATION_NAME = "micro-agent-dry-run"
 
 
 class ConnectionProvider:
-    """Resolves the target once (the secret is fetched once per container) and keeps one
-    autocommit connection; callers open explicit transactions on it."""
+    """Keeps one autocommit connection (callers open explicit transactions on it).
 
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        self._environ = environ
-        self._conninfo: str | None = None
-        self._settings: DatabaseSettings | None = None
+    The connector resolves credentials lazily and again after a failed connect, so a rotated
+    secret or a failover costs one reconnect, not a recycled container.
+    """
+
+    def __init__(self, connector: Connector) -> None:
+        self.connector = connector
         self._conn: psycopg.Connection[Any] | None = None
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed or self._conn.broken:
-            if self._conninfo is None:
-                self._settings = DatabaseSettings.from_environ(self._environ)
-                self._conninfo = resolve_conninfo(self._environ)
-            assert self._settings is not None
-            self._conn = connect(
-                self._conninfo,
-                application_name=APPLICATION_NAME,
-                autocommit=True,
-                connect_timeout_s=self._settings.connect_timeout_s,
-                statement_timeout_ms=self._settings.statement_timeout_ms,
-            )
+            self._conn = self.connector.connect(autocommit=True)
         return self._conn
 
     def run(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:

@@ -6,6 +6,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
+from dry_run.exceptions import InvalidEventError
+
 TENANT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 MAX_BATCH_SIZE = 1000
@@ -16,16 +18,6 @@ EXPECTED = {
     "batchSize": f"an integer from 1 to {MAX_BATCH_SIZE}",
     "runId": "a run id (1-128 letters, digits, '.', ':', '-' or '_')",
 }
-
-
-class InvalidEventError(ValueError):
-    """The event cannot be processed as given; retrying it can never succeed."""
-
-    error_type = "InvalidEvent"
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
 
 
 class DryRunEvent(BaseModel):

@@ -9,52 +9,52 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
-from dry_run.connection import ConnectionProvider
+from dry_run import bootstrap
+from dry_run.bootstrap import Dependencies
 from dry_run.contacts import mask_email, mask_phone
-from dry_run.events import InvalidEventError, parse_event
-from dry_run.service import RunResult, decision_json, run_dry_run
-from dry_run.settings import (
-    DEFAULT_METRICS_NAMESPACE,
-    DEFAULT_SERVICE_NAME,
-    DISPATCH_FLAG,
-    POWERTOOLS_METRICS_NAMESPACE,
-    POWERTOOLS_SERVICE_NAME,
-    dispatch_enabled,
-)
+from dry_run.events import parse_event
+from dry_run.exceptions import InvalidEventError, LiveDispatchUnavailableError
+from dry_run.responses import RunResult, decision_json
+from dry_run.service import run_dry_run
+from dry_run.settings import DISPATCH_FLAG, Settings
 
-SERVICE = os.environ.get(POWERTOOLS_SERVICE_NAME) or DEFAULT_SERVICE_NAME
-NAMESPACE = os.environ.get(POWERTOOLS_METRICS_NAMESPACE) or DEFAULT_METRICS_NAMESPACE
+# Module-level because Powertools' decorators need them at import; the service name and log
+# level come from Powertools' own variables (named in settings.py), the metrics' namespace and
+# service from Settings once the container is built.
+logger = Logger()
+metrics = Metrics()
 
-logger = Logger(service=SERVICE)
-metrics = Metrics(service=SERVICE, namespace=NAMESPACE)
-
-_provider: ConnectionProvider | None = None
+_dependencies: Dependencies | None = None
 
 
-class LiveDispatchUnavailableError(RuntimeError):
-    """The flag asks for live dispatch, which this build cannot do; nothing was touched."""
+def dependencies() -> Dependencies:
+    """The container's dependencies, built from the environment on first use."""
+    global _dependencies  # noqa: PLW0603 - one graph per container is the point
+    if _dependencies is None:
+        _dependencies = bootstrap.build(os.environ)
+        configure_metrics(_dependencies.settings)
+    return _dependencies
 
 
-def _connections() -> ConnectionProvider:
-    global _provider  # noqa: PLW0603 - one provider per container is the point
-    if _provider is None:
-        _provider = ConnectionProvider(os.environ)
-    return _provider
+def reset() -> None:
+    """Forget the cached dependencies and close their connection (tests, a changed env)."""
+    global _dependencies  # noqa: PLW0603
+    if _dependencies is not None:
+        _dependencies.close()
+    _dependencies = None
 
 
-def reset_connections() -> None:
-    """Forget the cached connection and target (tests, and a changed environment)."""
-    global _provider  # noqa: PLW0603
-    if _provider is not None:
-        _provider.close()
-    _provider = None
+def configure_metrics(settings: Settings) -> None:
+    """Point the module's Metrics at the configured namespace and service."""
+    metrics.namespace = settings.metrics_namespace
+    metrics.service = settings.service_name
 
 
 def _error(exc: InvalidEventError) -> dict[str, Any]:
@@ -72,7 +72,7 @@ def _recipient(result: RunResult, lead_id: str, channel: str | None) -> str | No
     return mask_phone(lead.phone) if channel == "whatsapp" else mask_email(lead.email)
 
 
-def _observe(result: RunResult) -> None:
+def _observe(result: RunResult, settings: Settings) -> None:
     for decision in result.decisions:
         logger.info(
             "decision",
@@ -89,26 +89,33 @@ def _observe(result: RunResult) -> None:
         return
     metrics.add_metric(name="LeadsDecided", unit=MetricUnit.Count, value=len(result.decisions))
     _emit_counts(
+        settings,
         "Decisions",
         ("channel", "action"),
         Counter((d.channel or "none", d.action) for d in result.decisions),
     )
     _emit_counts(
+        settings,
         "DecisionReasons",
         ("action", "reason"),
         Counter((d.action, d.reason) for d in result.decisions),
     )
 
 
-def _emit_counts(name: str, dimensions: tuple[str, str], counts: Counter[tuple[str, str]]) -> None:
+def _emit_counts(
+    settings: Settings,
+    name: str,
+    dimensions: tuple[str, str],
+    counts: Counter[tuple[str, str]],
+) -> None:
     """One EMF metric per combination of two dimensions (Powertools' single_metric)."""
     for values, value in sorted(counts.items()):
         with single_metric(
             name=name,
             unit=MetricUnit.Count,
             value=value,
-            namespace=NAMESPACE,
-            default_dimensions={"service": SERVICE},
+            namespace=settings.metrics_namespace,
+            default_dimensions={"service": settings.service_name},
         ) as metric:
             for dimension, dimension_value in zip(dimensions, values, strict=True):
                 metric.add_dimension(name=dimension, value=dimension_value)
@@ -118,10 +125,14 @@ def handle(
     event: Any,
     context: Any,
     *,
-    environ: Mapping[str, str],
+    deps: Dependencies,
     clock: Callable[[], datetime],
 ) -> dict[str, Any]:
-    """The handler's logic with its environment and clock passed in."""
+    """The handler's logic with its dependencies and clock passed in.
+
+    The clock is read twice: when the run takes its leads, and again once it holds the
+    tenant's lock, so that every send committed before its decisions counts against the caps.
+    """
     try:
         request = parse_event(event)
     except InvalidEventError as exc:
@@ -129,7 +140,7 @@ def handle(
     run_id = request.run_id or str(context.aws_request_id)
     logger.append_keys(tenantId=request.tenant_id, runId=run_id)
 
-    if dispatch_enabled(environ):
+    if deps.settings.dispatch_enabled:
         metrics.add_metric(name="LiveModeRefused", unit=MetricUnit.Count, value=1)
         metrics.add_metric(name="Errors", unit=MetricUnit.Count, value=1)
         message = (
@@ -140,13 +151,13 @@ def handle(
         raise LiveDispatchUnavailableError(message)
 
     try:
-        result = _connections().run(
+        result = deps.connections.run(
             lambda conn: run_dry_run(
                 conn,
                 tenant_id=request.tenant_id,
                 batch_size=request.batch_size,
                 run_id=run_id,
-                now=clock(),
+                clock=clock,
             )
         )
     except InvalidEventError as exc:
@@ -155,12 +166,17 @@ def handle(
         metrics.add_metric(name="Errors", unit=MetricUnit.Count, value=1)
         logger.exception("dry run failed; nothing was committed")
         raise
-    _observe(result)
+    _observe(result, deps.settings)
     return result.to_response()
+
+
+def utc_now() -> datetime:
+    """The function's clock."""
+    return datetime.now(UTC)
 
 
 @metrics.log_metrics(capture_cold_start_metric=True)
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     """AWS Lambda entry point (``dry_run.handler.lambda_handler``)."""
-    return handle(event, context, environ=os.environ, clock=lambda: datetime.now(UTC))
+    return handle(event, context, deps=dependencies(), clock=utc_now)

@@ -1,68 +1,128 @@
-"""SQL adapter for tenants and leads: who the tenant is, and which of its leads are due."""
+"""SQL adapter for tenants, leads and their due state: who the tenant is, which leads are due.
+
+The due state (``lead_due``) is an index of the ledger kept in the transaction that records
+each decision: finding a batch is a range scan of ready rows in ``created_at`` order, whatever
+the tenant's size or history (migration 0010 explains the table).
+"""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-from typing import Any, cast
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, NamedTuple, cast
 
 import psycopg
+from psycopg.rows import dict_row
 
+from dry_run.contacts import Verdicts
 from dry_run.policy import CHANNELS, Channel, ChannelLimit, Lead, Tenant
+
+Mode = str  # 'dry_run' or 'live', the lead_due.mode and runs.mode values
+DRY_RUN: Mode = "dry_run"
 
 _TENANT = """
 SELECT t.id, t.timezone, t.cooldown_hours,
        coalesce(
            json_agg(json_build_array(c.channel, c.per_hour, c.per_day))
                FILTER (WHERE c.channel IS NOT NULL),
-           '[]'::json)
+           '[]'::json) AS limits
 FROM tenants t
 LEFT JOIN channel_limits c ON c.tenant_id = t.id
 WHERE t.id = %s
 GROUP BY t.id
 """
 
-# Serialises the decide-and-record section of concurrent runs for one tenant, so that the rate
-# caps count every earlier send exactly; released at commit or rollback.
+# Serialises the decide-and-record section of overlapping runs for one tenant, so that the
+# rate caps count every send committed before it; released at commit or rollback.
 _LOCK_TENANT = "SELECT pg_advisory_xact_lock(hashtextextended('dry_run:' || %s, 0))"
 
-# Due = not suppressed, stage not excluded, and no decision in the dry-run ledger within the
-# cooldown except a deferral whose not_before has passed. Oldest first, locked, skipping rows
-# another transaction holds. The lateral part brings the lead's recent intended sends.
-_DUE_LEADS = """
-SELECT l.id::text, l.phone, l.email, l.whatsapp_opt_in, l.email_opt_in, l.opted_out_at,
-       l.timezone, l.stage, l.last_inbound_at, recent.last_contacted_at, recent.keys
-FROM leads l
-LEFT JOIN LATERAL (
-    SELECT max(d.decided_at) AS last_contacted_at, array_agg(d.dispatch_key) AS keys
-    FROM dry_run_log d
-    WHERE d.tenant_id = l.tenant_id AND d.lead_id = l.id AND d.action = 'would_send'
-      AND d.decided_at > %(now)s - greatest(%(cooldown)s, interval '48 hours')
-) recent ON true
-WHERE l.tenant_id = %(tenant)s
-  AND l.opted_out_at IS NULL
-  AND l.stage NOT IN ('customer', 'lost')
-  AND NOT EXISTS (
-      SELECT 1 FROM dry_run_log d
-      WHERE d.tenant_id = l.tenant_id AND d.lead_id = l.id
-        AND d.decided_at > %(now)s - %(cooldown)s
-        AND NOT (d.action = 'deferred' AND d.not_before <= %(now)s)
-  )
-ORDER BY l.created_at, l.id
-LIMIT %(limit)s
-FOR UPDATE OF l SKIP LOCKED
+# Waiting leads whose time has come become ready. Bounded, so that a tenant whose scheduler
+# stopped for a week catches up over a few runs instead of one long statement; rows another
+# run is promoting are skipped, not waited for.
+_PROMOTE = """
+UPDATE lead_due d SET ready = true
+FROM (
+    SELECT lead_id FROM lead_due
+    WHERE tenant_id = %(tenant)s AND mode = %(mode)s AND NOT ready AND due_at <= %(now)s
+    ORDER BY due_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+) come
+WHERE d.lead_id = come.lead_id AND d.mode = %(mode)s
 """
+
+# The oldest ready leads, locked, skipping those an overlapping run holds; with the stored
+# contact verdicts and the lead's dry-run intents of its last local days (a repeated dispatch
+# key is skipped, never recorded twice).
+_PICK = """
+SELECT l.id::text AS id, l.phone, l.email, l.whatsapp_opt_in, l.email_opt_in, l.opted_out_at,
+       l.timezone, l.stage, l.last_inbound_at, d.last_sent_at,
+       v.phone AS checked_phone, v.phone_e164, v.email AS checked_email, v.email_normalized,
+       recent.keys
+FROM lead_due d
+JOIN leads l ON l.id = d.lead_id
+LEFT JOIN lead_contact_verdicts v ON v.lead_id = d.lead_id
+LEFT JOIN LATERAL (
+    SELECT array_agg(x.dispatch_key) AS keys
+    FROM dry_run_log x
+    WHERE x.tenant_id = d.tenant_id AND x.lead_id = d.lead_id AND x.action = 'would_send'
+      AND x.local_date >= %(keys_since)s
+) recent ON true
+WHERE d.tenant_id = %(tenant)s AND d.mode = %(mode)s AND d.ready
+ORDER BY d.lead_created_at, d.lead_id
+LIMIT %(limit)s
+FOR UPDATE OF d SKIP LOCKED
+"""
+
+# Each decided lead's next due time (NULL: parked until the lead changes) in one statement.
+_SET_DUE = """
+UPDATE lead_due d
+SET ready = false,
+    due_at = coalesce(u.due_at, 'infinity'),
+    last_sent_at = coalesce(u.sent_at, d.last_sent_at)
+FROM unnest(%(ids)s::uuid[], %(due)s::timestamptz[], %(sent)s::timestamptz[])
+     AS u (lead_id, due_at, sent_at)
+WHERE d.lead_id = u.lead_id AND d.mode = %(mode)s
+"""
+
+_SAVE_VERDICTS = """
+INSERT INTO lead_contact_verdicts AS v (lead_id, phone, phone_e164, email, email_normalized)
+SELECT * FROM unnest(%(ids)s::uuid[], %(phones)s::text[], %(e164)s::text[], %(emails)s::text[],
+                     %(normalized)s::text[])
+ON CONFLICT (lead_id) DO UPDATE
+SET phone = excluded.phone, phone_e164 = excluded.phone_e164, email = excluded.email,
+    email_normalized = excluded.email_normalized, checked_at = now()
+"""
+
+
+class DueLead(NamedTuple):
+    """A picked lead, as read, with its stored contact verdicts."""
+
+    lead: Lead
+    verdicts: Verdicts
+
+
+class DueUpdate(NamedTuple):
+    """A lead's next due time (None: parked) and, after a send, its time."""
+
+    lead_id: str
+    due_at: datetime | None
+    sent_at: datetime | None
 
 
 def load_tenant(conn: psycopg.Connection[Any], tenant_id: str) -> Tenant | None:
     """The tenant with its channel limits, or None when there is no such tenant."""
-    row = conn.execute(_TENANT, (tenant_id,)).fetchone()
+    with conn.cursor(row_factory=dict_row) as cursor:
+        row = cursor.execute(_TENANT, (tenant_id,)).fetchone()
     if row is None:
         return None
     limits: dict[Channel, ChannelLimit] = {}
-    for channel, per_hour, per_day in row[3]:
+    for channel, per_hour, per_day in row["limits"]:
         if channel in CHANNELS:
             limits[cast(Channel, channel)] = ChannelLimit(per_hour=per_hour, per_day=per_day)
-    return Tenant(id=row[0], timezone=row[1], cooldown_hours=row[2], limits=limits)
+    return Tenant(
+        id=row["id"], timezone=row["timezone"], cooldown_hours=row["cooldown_hours"], limits=limits
+    )
 
 
 def lock_tenant(conn: psycopg.Connection[Any], tenant_id: str) -> None:
@@ -70,32 +130,80 @@ def lock_tenant(conn: psycopg.Connection[Any], tenant_id: str) -> None:
     conn.execute(_LOCK_TENANT, (tenant_id,))
 
 
-def take_due_leads(
-    conn: psycopg.Connection[Any], tenant: Tenant, batch_size: int, now: datetime
-) -> list[Lead]:
-    """Lock and return at most ``batch_size`` due leads, oldest first, in one query."""
-    rows = conn.execute(
-        _DUE_LEADS,
-        {
-            "tenant": tenant.id,
-            "now": now,
-            "cooldown": timedelta(hours=tenant.cooldown_hours),
-            "limit": batch_size,
-        },
-    ).fetchall()
+def promote_due(
+    conn: psycopg.Connection[Any], tenant_id: str, mode: Mode, now: datetime, limit: int
+) -> int:
+    """Make ready (at most ``limit``) waiting leads due by ``now``; how many."""
+    cursor = conn.execute(_PROMOTE, {"tenant": tenant_id, "mode": mode, "now": now, "limit": limit})
+    return cursor.rowcount
+
+
+def pick_due_leads(
+    conn: psycopg.Connection[Any],
+    tenant_id: str,
+    mode: Mode,
+    batch_size: int,
+    *,
+    keys_since: Any,
+) -> list[DueLead]:
+    """Lock and return at most ``batch_size`` ready leads, oldest first, in one query."""
+    with conn.cursor(row_factory=dict_row) as cursor:
+        rows = cursor.execute(
+            _PICK,
+            {"tenant": tenant_id, "mode": mode, "limit": batch_size, "keys_since": keys_since},
+        ).fetchall()
     return [
-        Lead(
-            id=row[0],
-            phone=row[1],
-            email=row[2],
-            whatsapp_opt_in=row[3],
-            email_opt_in=row[4],
-            opted_out_at=row[5],
-            timezone=row[6],
-            stage=row[7],
-            last_inbound_at=row[8],
-            last_contacted_at=row[9],
-            recent_dispatch_keys=frozenset(row[10] or ()),
+        DueLead(
+            Lead(
+                id=row["id"],
+                phone=row["phone"],
+                email=row["email"],
+                whatsapp_opt_in=row["whatsapp_opt_in"],
+                email_opt_in=row["email_opt_in"],
+                opted_out_at=row["opted_out_at"],
+                timezone=row["timezone"],
+                stage=row["stage"],
+                last_inbound_at=row["last_inbound_at"],
+                last_contacted_at=row["last_sent_at"],
+                recent_dispatch_keys=frozenset(row["keys"] or ()),
+            ),
+            Verdicts(
+                row["checked_phone"],
+                row["phone_e164"],
+                row["checked_email"],
+                row["email_normalized"],
+            ),
         )
         for row in rows
     ]
+
+
+def set_due(conn: psycopg.Connection[Any], mode: Mode, updates: Sequence[DueUpdate]) -> None:
+    """Record each lead's next due time, in one statement."""
+    if not updates:
+        return
+    conn.execute(
+        _SET_DUE,
+        {
+            "mode": mode,
+            "ids": [update.lead_id for update in updates],
+            "due": [update.due_at for update in updates],
+            "sent": [update.sent_at for update in updates],
+        },
+    )
+
+
+def save_verdicts(conn: psycopg.Connection[Any], verdicts: Sequence[tuple[str, Verdicts]]) -> None:
+    """Store the contact verdicts that changed, in one statement."""
+    if not verdicts:
+        return
+    conn.execute(
+        _SAVE_VERDICTS,
+        {
+            "ids": [lead_id for lead_id, _ in verdicts],
+            "phones": [v.phone for _, v in verdicts],
+            "e164": [v.phone_e164 for _, v in verdicts],
+            "emails": [v.email for _, v in verdicts],
+            "normalized": [v.email_normalized for _, v in verdicts],
+        },
+    )

@@ -1,90 +1,125 @@
-"""SQL adapter for the dry-run ledger (``dry_run_log``): usage, replays and recording."""
+"""SQL adapter for the dry-run ledger: the run registry, usage, replays and recording."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import psycopg
+from psycopg.rows import dict_row
 
-from dry_run.policy import Channel, ChannelUsage, Decision, Rejection
+from dry_run.policy import DAY, Channel, ChannelUsage, Decision, Rejection
 
-# The tenant's intended sends per channel in the rolling hour and day before `now`.
+# Local dates run from UTC-12 to UTC+14: a window of instants starts no earlier than this many
+# days before its first UTC date, which lets the partitions outside it be pruned.
+_ZONE_SLACK = timedelta(days=1)
+
+# Claims the runId for this tenant in the run's transaction. A concurrent claim of the same id
+# waits for this transaction: then it sees the owner, and replays or refuses.
+_CLAIM_RUN = """
+INSERT INTO runs (run_id, tenant_id, mode) VALUES (%(run)s, %(tenant)s, %(mode)s)
+ON CONFLICT (run_id) DO NOTHING
+RETURNING tenant_id
+"""
+_RUN_OWNER = "SELECT tenant_id FROM runs WHERE run_id = %s"
+
+# The tenant's intended sends per channel in the rolling hour and day before `now`: every
+# committed one, including those an overlapping run recorded with a clock ahead of ours.
 _USAGE = """
 SELECT channel,
-       count(*) FILTER (WHERE decided_at > %(now)s - interval '1 hour'),
-       min(decided_at) FILTER (WHERE decided_at > %(now)s - interval '1 hour'),
-       count(*),
-       min(decided_at)
+       count(*) FILTER (WHERE decided_at > %(now)s - interval '1 hour') AS hour_count,
+       min(decided_at) FILTER (WHERE decided_at > %(now)s - interval '1 hour') AS hour_oldest,
+       count(*) AS day_count,
+       min(decided_at) AS day_oldest
 FROM dry_run_log
 WHERE tenant_id = %(tenant)s AND action = 'would_send'
-  AND decided_at > %(now)s - interval '1 day' AND decided_at <= %(now)s
+  AND decided_at > %(now)s - interval '1 day' AND local_date >= %(since)s
 GROUP BY channel
 """
 
 _RUN = """
-SELECT tenant_id, lead_id::text, action, reason, channel, template, dispatch_key, not_before,
-       details
+SELECT lead_id::text AS lead_id, action, reason, channel, template, dispatch_key, not_before,
+       details, local_date
 FROM dry_run_log
-WHERE run_id = %s
+WHERE tenant_id = %s AND run_id = %s
 ORDER BY id
 """
 
 _COPY = (
     "COPY dry_run_log (run_id, tenant_id, lead_id, channel, action, reason, dispatch_key, "
-    "template, flag_enabled, not_before, details, decided_at) FROM STDIN"
+    "template, flag_enabled, not_before, details, decided_at, local_date) FROM STDIN"
 )
+
+
+def window_start_date(start: datetime) -> Any:
+    """The earliest local date an instant at or after ``start`` can have, anywhere."""
+    return (start - _ZONE_SLACK).date()
+
+
+class RunClaim(NamedTuple):
+    """Whether this run claimed its id now, and the tenant that owns it."""
+
+    claimed: bool
+    owner: str
+
+
+def claim_run(conn: psycopg.Connection[Any], run_id: str, tenant_id: str, mode: str) -> RunClaim:
+    """Claim ``run_id`` for the tenant, or learn which tenant's run already owns it."""
+    if conn.execute(_CLAIM_RUN, {"run": run_id, "tenant": tenant_id, "mode": mode}).fetchone():
+        return RunClaim(True, tenant_id)
+    row = conn.execute(_RUN_OWNER, (run_id,)).fetchone()
+    assert row is not None, "ON CONFLICT saw a committed row, which this statement sees too"
+    return RunClaim(False, str(row[0]))
 
 
 def channel_usage(
     conn: psycopg.Connection[Any], tenant_id: str, now: datetime
 ) -> dict[Channel, ChannelUsage]:
     """Count the ledger's sends per channel inside the rate windows, in one query."""
-    rows = conn.execute(_USAGE, {"tenant": tenant_id, "now": now}).fetchall()
+    params = {"tenant": tenant_id, "now": now, "since": window_start_date(now - DAY)}
+    with conn.cursor(row_factory=dict_row) as cursor:
+        rows = cursor.execute(_USAGE, params).fetchall()
     return {
-        cast(Channel, channel): ChannelUsage(hour_count, hour_oldest, day_count, day_oldest)
-        for channel, hour_count, hour_oldest, day_count, day_oldest in rows
+        cast(Channel, row["channel"]): ChannelUsage(
+            row["hour_count"], row["hour_oldest"], row["day_count"], row["day_oldest"]
+        )
+        for row in rows
     }
 
 
-def read_run(conn: psycopg.Connection[Any], run_id: str) -> tuple[str | None, list[Decision]]:
-    """The tenant and the decisions already recorded under ``run_id``, in decision order."""
-    rows = conn.execute(_RUN, (run_id,)).fetchall()
-    if not rows:
-        return None, []
-    decisions = [
+def read_run(conn: psycopg.Connection[Any], tenant_id: str, run_id: str) -> list[Decision]:
+    """The decisions the tenant's run ``run_id`` recorded, in decision order."""
+    with conn.cursor(row_factory=dict_row) as cursor:
+        rows = cursor.execute(_RUN, (tenant_id, run_id)).fetchall()
+    return [
         Decision(
-            lead_id=row[1],
-            action=row[2],
-            reason=row[3],
-            channel=row[4],
-            template=row[5],
-            dispatch_key=row[6],
-            not_before=row[7],
-            details=tuple(Rejection(item["channel"], item["reason"]) for item in row[8]),
+            lead_id=row["lead_id"],
+            action=row["action"],
+            reason=row["reason"],
+            channel=row["channel"],
+            template=row["template"],
+            dispatch_key=row["dispatch_key"],
+            not_before=row["not_before"],
+            details=tuple(Rejection(item["channel"], item["reason"]) for item in row["details"]),
+            local_date=row["local_date"],
         )
         for row in rows
     ]
-    return rows[0][0], decisions
 
 
-def _rejections_json(details: tuple[Rejection, ...]) -> list[dict[str, str]]:
-    return [{"channel": item.channel, "reason": item.reason} for item in details]
-
-
-def details_json(decision: Decision) -> list[dict[str, str]]:
+def rejections_json(details: tuple[Rejection, ...]) -> list[dict[str, str]]:
     """Every rejected channel with its reason, as stored in ``details`` and returned."""
-    return _rejections_json(decision.details)
+    return [{"channel": item.channel, "reason": item.reason} for item in details]
 
 
 @lru_cache(maxsize=512)
 def _details_text(details: tuple[Rejection, ...]) -> str:
     # Few distinct shapes exist (channel x reason), so serialise each once; COPY's text format
     # hands the JSON text to the jsonb column as is.
-    return json.dumps(_rejections_json(details))
+    return json.dumps(rejections_json(details))
 
 
 def record(
@@ -115,5 +150,6 @@ def record(
                     decision.not_before,
                     _details_text(decision.details),
                     decided_at,
+                    decision.local_date,
                 )
             )

@@ -3,7 +3,12 @@
 ``decide_batch(leads, tenant, usage, now)`` applies, to each lead in order: opt-out, stage
 exclusion, cooldown, candidate channels (calendar, WhatsApp, email, each rejection with its
 reason), then the gates on the chosen channel (WhatsApp quiet hours, the tenant's per-hour and
-per-day caps counting the ledger plus this batch's earlier sends).
+per-day caps counting the ledger plus this batch's earlier sends). ``next_due`` says when a
+decided lead is due again; ``is_suppressed`` which leads are never due.
+
+Contact data arrives already judged (``phone_e164``, ``email_normalized``: the normal form, or
+None when invalid), so deciding costs no validation; ``needs_phone``/``needs_email`` say which
+verdicts a decision can read.
 """
 
 from __future__ import annotations
@@ -16,7 +21,6 @@ from functools import lru_cache
 from typing import Literal, NamedTuple
 from zoneinfo import ZoneInfo
 
-from dry_run.contacts import normalize_email, normalize_phone
 from dry_run.quiet_hours import next_allowed_start
 
 Channel = Literal["calendar", "whatsapp", "email"]
@@ -63,7 +67,11 @@ CALENDAR_TEMPLATE = "meeting_invite_v1"
 
 
 class Lead(NamedTuple):
-    """A lead as the policy sees it, with what the mode's ledger says about it."""
+    """A lead as the policy sees it, with its contact verdicts and what the mode's ledger says.
+
+    ``phone_e164`` and ``email_normalized`` are the verdicts on ``phone`` and ``email``: the
+    normal form, or None when the value is invalid (or was not needed, see ``needs_phone``).
+    """
 
     id: str
     phone: str | None
@@ -76,6 +84,8 @@ class Lead(NamedTuple):
     last_inbound_at: datetime | None
     last_contacted_at: datetime | None = None
     recent_dispatch_keys: frozenset[str] = frozenset()
+    phone_e164: str | None = None
+    email_normalized: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +128,8 @@ class Decision(NamedTuple):
     dispatch_key: str | None = None
     not_before: datetime | None = None
     details: tuple[Rejection, ...] = ()
+    # The lead's local date when decided: the date its dispatch key is for.
+    local_date: date | None = None
 
 
 class RateBook:
@@ -188,11 +200,26 @@ def dispatch_key(
     return hashlib.sha256(intent.encode("utf-8")).hexdigest()
 
 
+def is_suppressed(lead: Lead) -> bool:
+    """Never due while it lasts (rules 1 and 2): opted out, or a stage the agent leaves alone."""
+    return lead.opted_out_at is not None or lead.stage in EXCLUDED_STAGES
+
+
+def needs_phone(lead: Lead) -> bool:
+    """Whether a decision can read the phone's verdict (WhatsApp needs consent first)."""
+    return lead.whatsapp_opt_in and bool(lead.phone)
+
+
+def needs_email(lead: Lead) -> bool:
+    """Whether a decision can read the email's verdict (an invitation or consented email)."""
+    return bool(lead.email) and (lead.email_opt_in or lead.stage == "meeting_requested")
+
+
 def _email_problem(lead: Lead) -> str | None:
     """Why the lead's email cannot be used, or None when it can."""
     if not lead.email:
         return "missing_email"
-    if normalize_email(lead.email) is None:
+    if lead.email_normalized is None:
         return "invalid_email"
     return None
 
@@ -200,7 +227,7 @@ def _email_problem(lead: Lead) -> str | None:
 def _candidate(channel: Channel, lead: Lead, now: datetime) -> tuple[bool, str | None, str]:
     """``(eligible, template, reason)``; a rejected channel's reason says why.
 
-    Consent is checked before contact data, so data is validated only when it could be used.
+    Consent is checked before contact data, so only the verdicts ``needs_*`` names are read.
     """
     if channel == "calendar":
         if lead.stage != "meeting_requested":
@@ -213,7 +240,7 @@ def _candidate(channel: Channel, lead: Lead, now: datetime) -> tuple[bool, str |
             return False, None, "no_consent"
         if not lead.phone:
             return False, None, "missing_phone"
-        if normalize_phone(lead.phone) is None:
+        if lead.phone_e164 is None:
             return False, None, "invalid_phone"
         inbound = lead.last_inbound_at
         if inbound is not None and timedelta(0) <= now - inbound < SESSION_WINDOW:
@@ -229,14 +256,16 @@ def _candidate(channel: Channel, lead: Lead, now: datetime) -> tuple[bool, str |
 
 def decide(lead: Lead, tenant: Tenant, rates: RateBook, now: datetime) -> Decision:
     """Apply the rules, in order, to one lead; a send is recorded in ``rates``."""
+    zone = lead_zone(lead, tenant)
+    today = _local_date(now, zone)
     if lead.opted_out_at is not None:
-        return Decision(lead.id, "skipped", "opted_out")
+        return Decision(lead.id, "skipped", "opted_out", local_date=today)
     if lead.stage in EXCLUDED_STAGES:
-        return Decision(lead.id, "skipped", "stage_excluded")
+        return Decision(lead.id, "skipped", "stage_excluded", local_date=today)
     if lead.last_contacted_at is not None and now - lead.last_contacted_at < timedelta(
         hours=tenant.cooldown_hours
     ):
-        return Decision(lead.id, "skipped", "cooldown")
+        return Decision(lead.id, "skipped", "cooldown", local_date=today)
 
     rejections: list[Rejection] = []
     chosen: tuple[Channel, str | None, str] | None = None
@@ -249,10 +278,11 @@ def decide(lead: Lead, tenant: Tenant, rates: RateBook, now: datetime) -> Decisi
         break
     details = tuple(rejections)
     if chosen is None:
-        return Decision(lead.id, "skipped", "no_eligible_channel", details=details)
+        return Decision(
+            lead.id, "skipped", "no_eligible_channel", details=details, local_date=today
+        )
 
     channel, template, reason = chosen
-    zone = lead_zone(lead, tenant)
     if channel == "whatsapp":
         opens_at = _quiet_until(now, zone)
         if opens_at is not None:
@@ -264,6 +294,7 @@ def decide(lead: Lead, tenant: Tenant, rates: RateBook, now: datetime) -> Decisi
                 template,
                 not_before=opens_at,
                 details=details,
+                local_date=today,
             )
     blocked_until = rates.blocked_until(channel, now)
     if blocked_until is not None:
@@ -275,13 +306,56 @@ def decide(lead: Lead, tenant: Tenant, rates: RateBook, now: datetime) -> Decisi
             template,
             not_before=blocked_until,
             details=details,
+            local_date=today,
         )
-    key = dispatch_key(tenant.id, lead.id, channel, template, _local_date(now, zone))
+    key = dispatch_key(tenant.id, lead.id, channel, template, today)
     if key in lead.recent_dispatch_keys:
         # The same intent was already recorded today (possible only with a short cooldown).
-        return Decision(lead.id, "skipped", "duplicate_intent", channel, template, details=details)
+        return Decision(
+            lead.id,
+            "skipped",
+            "duplicate_intent",
+            channel,
+            template,
+            details=details,
+            local_date=today,
+        )
     rates.record(channel, now)
-    return Decision(lead.id, "would_send", reason, channel, template, key, details=details)
+    return Decision(
+        lead.id, "would_send", reason, channel, template, key, details=details, local_date=today
+    )
+
+
+class NextDue(NamedTuple):
+    """When a decided lead is due again in the mode (None: not until the lead changes)."""
+
+    due_at: datetime | None
+    last_sent_at: datetime | None
+
+
+def next_due(decision: Decision, lead: Lead, tenant: Tenant, now: datetime) -> NextDue:
+    """The due state a decision leaves behind (DOMAIN.md, "Which leads a run takes").
+
+    A send, or a skip for want of a channel, waits out the cooldown; a deferral is not due
+    before its ``not_before``, whatever the cooldown; a suppressed lead is parked until it
+    changes (the leads triggers make it ready again); a repeated intent waits for the lead's
+    next local day, when its dispatch key changes.
+    """
+    cooldown = timedelta(hours=tenant.cooldown_hours)
+    if decision.action == "would_send":
+        return NextDue(now + cooldown, now)
+    if decision.action == "deferred":
+        return NextDue(decision.not_before, None)
+    if decision.reason in ("opted_out", "stage_excluded"):
+        return NextDue(None, None)
+    if decision.reason == "cooldown" and lead.last_contacted_at is not None:
+        return NextDue(lead.last_contacted_at + cooldown, None)
+    if decision.reason == "duplicate_intent":
+        zone = lead_zone(lead, tenant)
+        local = now.astimezone(zone)
+        midnight = datetime.combine(local.date() + timedelta(days=1), datetime.min.time(), zone)
+        return NextDue(max(now + cooldown, midnight), None)
+    return NextDue(now + cooldown, None)
 
 
 def decide_batch(

@@ -1,83 +1,39 @@
-"""The use case: one invocation, one transaction, from due leads to recorded decisions."""
+"""The use case: one invocation, one transaction, from due leads to recorded decisions.
+
+Overlapping runs for one tenant (a schedule, a retry, a person) must neither wait for each
+other nor exceed a cap together, so the transaction has two parts:
+
+1. unlocked: claim the runId, make ready the leads whose time has come, take the oldest
+   ready ones ``FOR UPDATE SKIP LOCKED`` (an overlapping run takes the next ones instead of
+   queueing), and judge any contact data that changed;
+2. serialised per tenant by an advisory lock, and short: read the clock (after the lock, so
+   that every send committed before it counts), count the caps, decide, record every decision
+   with one COPY and set each lead's next due time.
+"""
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import psycopg
 
 from dry_run import leads, ledger
-from dry_run.events import InvalidEventError
-from dry_run.policy import Decision, Lead, decide_batch
+from dry_run.contacts import Verdicts, with_verdicts
+from dry_run.exceptions import RunIdConflictError, UnknownTenantError
+from dry_run.leads import DRY_RUN, DueUpdate
+from dry_run.policy import Lead, decide_batch, is_suppressed, next_due
+from dry_run.responses import RunResult
+
+# How many waiting leads one run may make ready (see leads._PROMOTE).
+PROMOTE_LIMIT = 5_000
 
 
-class UnknownTenantError(InvalidEventError):
-    """The event names a tenant that does not exist."""
-
-    error_type = "UnknownTenant"
-
-
-class RunIdConflictError(InvalidEventError):
-    """The runId was already used for another tenant."""
-
-    error_type = "RunIdConflict"
-
-
-@dataclass(frozen=True)
-class RunResult:
-    """What one invocation decided (or, for a replayed runId, had decided)."""
-
-    run_id: str
-    tenant_id: str
-    dry_run: bool
-    decisions: list[Decision]
-    replayed: bool = False
-    leads: dict[str, Lead] = field(default_factory=dict)
-
-    def summary(self) -> dict[str, Any]:
-        actions = Counter(decision.action for decision in self.decisions)
-        by_channel = Counter(
-            decision.channel for decision in self.decisions if decision.action == "would_send"
-        )
-        by_reason = Counter(f"{d.action}:{d.reason}" for d in self.decisions)
-        return {
-            "would_send": actions["would_send"],
-            "skipped": actions["skipped"],
-            "deferred": actions["deferred"],
-            "byChannel": {
-                channel: by_channel[channel] for channel in ("whatsapp", "email", "calendar")
-            },
-            "byReason": dict(sorted(by_reason.items())),
-        }
-
-    def to_response(self) -> dict[str, Any]:
-        """The invocation's response, as shared/DOMAIN.md defines it."""
-        return {
-            "runId": self.run_id,
-            "tenantId": self.tenant_id,
-            "dryRun": self.dry_run,
-            "decisions": [decision_json(decision) for decision in self.decisions],
-            "summary": self.summary(),
-        }
-
-
-def decision_json(decision: Decision) -> dict[str, Any]:
-    """One decision as it appears in the response."""
-    return {
-        "leadId": decision.lead_id,
-        "channel": decision.channel,
-        "action": decision.action,
-        "reason": decision.reason,
-        "template": decision.template,
-        "dispatchKey": decision.dispatch_key,
-        "notBefore": (
-            decision.not_before.astimezone(UTC).isoformat() if decision.not_before else None
-        ),
-        "details": ledger.details_json(decision),
-    }
+def _aware(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        raise ValueError("the clock must return timezone-aware datetimes")
+    return moment
 
 
 def run_dry_run(
@@ -86,7 +42,7 @@ def run_dry_run(
     tenant_id: str,
     batch_size: int,
     run_id: str,
-    now: datetime,
+    clock: Callable[[], datetime],
 ) -> RunResult:
     """Decide and record one batch in ONE transaction; a known runId replays, writing nothing.
 
@@ -99,18 +55,51 @@ def run_dry_run(
             raise UnknownTenantError(
                 "tenantId", f"tenantId: no tenant {tenant_id!r}; expected an existing tenant id"
             )
-        leads.lock_tenant(conn, tenant_id)
-        recorded_tenant, recorded = ledger.read_run(conn, run_id)
-        if recorded_tenant is not None:
-            if recorded_tenant != tenant_id:
-                raise RunIdConflictError(
-                    "runId",
-                    f"runId: {run_id!r} was already used for another tenant; "
-                    "expected a new run id or the same tenantId",
-                )
+        claim = ledger.claim_run(conn, run_id, tenant_id, DRY_RUN)
+        if claim.owner != tenant_id:
+            raise RunIdConflictError(
+                "runId",
+                f"runId: {run_id!r} already belongs to another tenant's run; "
+                "expected a new run id or the same tenantId",
+            )
+        if not claim.claimed:
+            recorded = ledger.read_run(conn, tenant_id, run_id)
             return RunResult(run_id, tenant_id, True, recorded, replayed=True)
-        due = leads.take_due_leads(conn, tenant, batch_size, now)
+
+        picked_at = _aware(clock())
+        leads.promote_due(conn, tenant_id, DRY_RUN, picked_at, PROMOTE_LIMIT)
+        picked = leads.pick_due_leads(
+            conn,
+            tenant_id,
+            DRY_RUN,
+            batch_size,
+            keys_since=ledger.window_start_date(picked_at),
+        )
+        due: list[Lead] = []
+        parked: list[DueUpdate] = []
+        changed: list[tuple[str, Verdicts]] = []
+        for item in picked:
+            if is_suppressed(item.lead):
+                # Not due while suppressed: parked until the lead changes, and not decided.
+                parked.append(DueUpdate(item.lead.id, None, None))
+                continue
+            checked = with_verdicts(item.lead, item.verdicts)
+            due.append(checked.lead)
+            if checked.changed is not None:
+                changed.append((item.lead.id, checked.changed))
+        leads.save_verdicts(conn, changed)
+        if not due:
+            leads.set_due(conn, DRY_RUN, parked)
+            return RunResult(run_id, tenant_id, True, [])
+
+        leads.lock_tenant(conn, tenant_id)
+        now = _aware(clock())
         usage = ledger.channel_usage(conn, tenant_id, now)
         decisions = decide_batch(due, tenant, usage, now)
         ledger.record(conn, run_id, tenant_id, decisions, flag_enabled=False, decided_at=now)
+        updates = [
+            DueUpdate(decision.lead_id, *next_due(decision, lead, tenant, now))
+            for decision, lead in zip(decisions, due, strict=True)
+        ]
+        leads.set_due(conn, DRY_RUN, updates + parked)
     return RunResult(run_id, tenant_id, True, decisions, leads={lead.id: lead for lead in due})

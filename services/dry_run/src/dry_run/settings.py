@@ -1,6 +1,8 @@
 """Runtime settings: every environment variable the dry-run function reads is named here.
 
-The Pulumi program sets exactly these (an infra test compares the two lists).
+``Settings.from_environ(os.environ)`` is the only place the function reads its environment
+(once per container, in ``bootstrap``). The Pulumi program sets exactly ``DEPLOYED_ENVIRONMENT``
+(an infra test compares the two).
 """
 
 from __future__ import annotations
@@ -8,41 +10,53 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from pgconn import DB_HOST, DB_NAME, DB_SECRET_ARN
+from dry_run.exceptions import SettingsError
+from pgconn import (
+    DB_CONNECT_TIMEOUT_S,
+    DB_HOST,
+    DB_IAM_USER,
+    DB_LOCK_TIMEOUT_MS,
+    DB_NAME,
+    DB_PORT,
+    DB_STATEMENT_TIMEOUT_MS,
+    DatabaseConfigError,
+    DatabaseSettings,
+)
 
 # Live dispatch happens only when this is exactly the string "true".
 DISPATCH_FLAG = "MICRO_AGENT_DISPARO_ENABLED"
 # Comma-separated phones/emails; on dev and staging the live senders may contact only these.
 SANDBOX_RECIPIENTS = "MICRO_AGENT_SANDBOX_RECIPIENTS"
-DB_CONNECT_TIMEOUT_S = "DB_CONNECT_TIMEOUT_S"
-DB_STATEMENT_TIMEOUT_MS = "DB_STATEMENT_TIMEOUT_MS"
-# Read by Powertools itself (service name on every log line and metric, metrics namespace).
+# Read by Powertools itself too (service name on every log line and metric, namespace, level).
 POWERTOOLS_SERVICE_NAME = "POWERTOOLS_SERVICE_NAME"
 POWERTOOLS_METRICS_NAMESPACE = "POWERTOOLS_METRICS_NAMESPACE"
 POWERTOOLS_LOG_LEVEL = "POWERTOOLS_LOG_LEVEL"
 
-# The names the deployed function reads (DATABASE_URL is for local work, never deployed).
+# The names the deployed function is given. It connects with IAM database authentication as
+# its own least-privilege user; DATABASE_URL (local work) and DB_SECRET_ARN (a secret of its
+# own, for a database without IAM authentication) are supported but never deployed.
 DEPLOYED_ENVIRONMENT = frozenset(
     {
         DISPATCH_FLAG,
         SANDBOX_RECIPIENTS,
-        DB_SECRET_ARN,
+        DB_IAM_USER,
         DB_HOST,
+        DB_PORT,
         DB_NAME,
         DB_CONNECT_TIMEOUT_S,
         DB_STATEMENT_TIMEOUT_MS,
+        DB_LOCK_TIMEOUT_MS,
         POWERTOOLS_SERVICE_NAME,
         POWERTOOLS_METRICS_NAMESPACE,
         POWERTOOLS_LOG_LEVEL,
     }
 )
+# The database user the migrations create for this function (IAM auth in AWS).
+DATABASE_ROLE = "micro_agent_dry_run"
 
 DEFAULT_SERVICE_NAME = "micro-agent-dry-run"
 DEFAULT_METRICS_NAMESPACE = "MicroAgent"
-
-
-class SettingsError(ValueError):
-    """A setting is present but not usable."""
+DEFAULT_STATEMENT_TIMEOUT_MS = 10_000
 
 
 def dispatch_enabled(environ: Mapping[str, str]) -> bool:
@@ -56,29 +70,33 @@ def sandbox_recipients(environ: Mapping[str, str]) -> frozenset[str]:
     return frozenset(item.strip() for item in raw.split(",") if item.strip())
 
 
-def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
-    raw = environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise SettingsError(f"{name}: expected a positive integer, got {raw!r}")
-    return value
-
-
 @dataclass(frozen=True)
-class DatabaseSettings:
-    """How the function connects; the target itself comes from pgconn.resolve_conninfo."""
+class Settings:
+    """Everything the function is configured with, read once per container."""
 
-    connect_timeout_s: int
-    statement_timeout_ms: int
+    dispatch_enabled: bool
+    sandbox_recipients: frozenset[str]
+    service_name: str
+    metrics_namespace: str
+    database: DatabaseSettings
 
     @classmethod
-    def from_environ(cls, environ: Mapping[str, str]) -> DatabaseSettings:
+    def from_environ(cls, environ: Mapping[str, str]) -> Settings:
+        """Read and check the settings; a bad one raises SettingsError naming the variable."""
+        statement_timeout = environ.get(DB_STATEMENT_TIMEOUT_MS, "").strip()
+        try:
+            database = DatabaseSettings.from_environ(
+                environ,
+                statement_timeout_ms=None if statement_timeout else DEFAULT_STATEMENT_TIMEOUT_MS,
+            )
+        except DatabaseConfigError as exc:
+            raise SettingsError(str(exc)) from exc
         return cls(
-            connect_timeout_s=_positive_int(environ, DB_CONNECT_TIMEOUT_S, 5),
-            statement_timeout_ms=_positive_int(environ, DB_STATEMENT_TIMEOUT_MS, 10_000),
+            dispatch_enabled=dispatch_enabled(environ),
+            sandbox_recipients=sandbox_recipients(environ),
+            service_name=environ.get(POWERTOOLS_SERVICE_NAME) or DEFAULT_SERVICE_NAME,
+            metrics_namespace=(
+                environ.get(POWERTOOLS_METRICS_NAMESPACE) or DEFAULT_METRICS_NAMESPACE
+            ),
+            database=database,
         )

@@ -10,14 +10,17 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
 from migrate.files import MigrationFileError, default_migrations_dir
+from migrate.maintenance import maintain
 from migrate.runner import FileStatus, MigrationError, Runner
-from pgconn import DatabaseConfigError, connect, describe, first_line, resolve_conninfo
+from migrate.settings import RetentionSettingError, retention_days
+from pgconn import Connector, DatabaseConfigError, DatabaseSettings, first_line
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -30,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m migrate",
         description="Apply and check the forward-only SQL migrations (DATABASE_URL).",
     )
-    parser.add_argument("command", choices=["status", "apply", "validate"])
+    parser.add_argument("command", choices=["status", "apply", "validate", "maintain"])
     parser.add_argument(
         "--dir", type=Path, default=None, help="migrations folder (default: the repository's)"
     )
@@ -59,6 +62,17 @@ def format_status(rows: Sequence[FileStatus]) -> str:
         for cells in [header, *body]
     ]
     return "\n".join(line.rstrip() for line in lines)
+
+
+def _maintain(conn: psycopg.Connection[Any], environ: dict[str, str]) -> int:
+    report = maintain(conn, retention_days=retention_days(environ), today=datetime.now(UTC).date())
+    print(f"kept {report.retention_days} days: history before {report.cutoff} removed")
+    for name in report.created:
+        print(f"created partition {name}")
+    for name in report.dropped:
+        print(f"dropped partition {name}")
+    print(f"deleted {report.runs_deleted} old runs")
+    return EXIT_OK
 
 
 def _run(runner: Runner, command: str) -> int:
@@ -93,22 +107,26 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
     env = dict(os.environ if environ is None else environ)
     try:
         directory = args.dir if args.dir is not None else default_migrations_dir()
-        conninfo = resolve_conninfo(env)
-    except (DatabaseConfigError, MigrationFileError) as exc:
+        # No statement timeout: a migration may legitimately run for long.
+        settings = DatabaseSettings.from_environ(env, statement_timeout_ms=0)
+        retention_days(env)
+    except (DatabaseConfigError, MigrationFileError, RetentionSettingError) as exc:
         print(f"migrate: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
+    connector = Connector(settings, application_name=APPLICATION_NAME)
     conn: psycopg.Connection[Any]
     try:
-        conn = connect(
-            conninfo, application_name=APPLICATION_NAME, autocommit=True, statement_timeout_ms=0
-        )
-    except psycopg.Error as exc:
+        conn = connector.connect(autocommit=True)
+    except (psycopg.Error, DatabaseConfigError) as exc:
         print(
-            f"migrate: cannot connect to {describe(conninfo)}: {first_line(exc)}", file=sys.stderr
+            f"migrate: cannot connect to {connector.describe()}: {first_line(exc)}",
+            file=sys.stderr,
         )
         return EXIT_UNREACHABLE
     with conn:
         try:
+            if args.command == "maintain":
+                return _maintain(conn, env)
             return _run(Runner(conn, directory, lock_wait_s=args.lock_wait), args.command)
         except (MigrationError, MigrationFileError) as exc:
             print(f"migrate: {exc}", file=sys.stderr)

@@ -1,22 +1,27 @@
 """Lambda handler: the Aurora migration runner that ``pulumi up`` invokes.
 
-The event is ``{"action": "apply" | "status" | "validate"}`` (default ``apply``); any other keys
-(the Pulumi program sends the migrations' content hash to force a new invocation) are echoed
-back. The database secret comes from ``DB_SECRET_ARN``. A refusal, a failed file or drift
-raises, so the invocation fails and so does the ``pulumi up`` that ran it.
+The event is ``{"action": "apply" | "status" | "validate" | "maintain"}`` (default ``apply``);
+any other keys (the Pulumi program sends the migrations' content hash to force a new
+invocation) are echoed back. ``maintain`` is the daily ledger maintenance (partitions ahead,
+history past ``LEDGER_RETENTION_DAYS`` removed). The database secret comes from
+``DB_SECRET_ARN`` and is fetched again if a connect fails (rotation). A refusal, a failed file
+or drift raises, so the invocation fails and so does the ``pulumi up`` that ran it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from datetime import UTC, datetime
 from typing import Any
 
 from migrate.files import default_migrations_dir
+from migrate.maintenance import maintain
 from migrate.runner import Runner, SchemaDriftError
-from pgconn import connect, describe, resolve_conninfo
+from migrate.settings import retention_days
+from pgconn import Connector, DatabaseSettings
 
-ACTIONS = ("apply", "status", "validate")
+ACTIONS = ("apply", "status", "validate", "maintain")
 # Lambda caps an invocation at 15 minutes; keep statements well inside it.
 STATEMENT_TIMEOUT_MS = 13 * 60 * 1000
 
@@ -37,16 +42,15 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
             f"action: expected one of {', '.join(ACTIONS)}, got {action!r}"
         )
 
-    conninfo = resolve_conninfo(os.environ)
-    with connect(
-        conninfo,
-        application_name="micro-agent-migrate",
-        autocommit=True,
-        statement_timeout_ms=STATEMENT_TIMEOUT_MS,
-    ) as conn:
+    settings = DatabaseSettings.from_environ(os.environ, statement_timeout_ms=STATEMENT_TIMEOUT_MS)
+    days = retention_days(os.environ)
+    connector = Connector(settings, application_name="micro-agent-migrate")
+    with connector.connect(autocommit=True) as conn:
         runner = Runner(conn, default_migrations_dir(), lock_wait_s=120.0)
-        report: dict[str, Any] = {"action": action, "target": describe(conninfo)}
-        if action == "apply":
+        report: dict[str, Any] = {"action": action, "target": connector.describe()}
+        if action == "maintain":
+            report |= maintain(conn, retention_days=days, today=datetime.now(UTC).date()).to_dict()
+        elif action == "apply":
             report |= runner.apply().to_dict()
         elif action == "status":
             report["files"] = [

@@ -1,0 +1,33 @@
+"""Every exception the dry-run function raises on purpose, in one place."""
+
+from __future__ import annotations
+
+
+class InvalidEventError(ValueError):
+    """The event cannot be processed as given; retrying it can never succeed."""
+
+    error_type = "InvalidEvent"
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class UnknownTenantError(InvalidEventError):
+    """The event names a tenant that does not exist."""
+
+    error_type = "UnknownTenant"
+
+
+class RunIdConflictError(InvalidEventError):
+    """The runId already belongs to another tenant."""
+
+    error_type = "RunIdConflict"
+
+
+class SettingsError(ValueError):
+    """A setting is missing or not usable; the message names the variable."""
+
+
+class LiveDispatchUnavailableError(RuntimeError):
+    """The flag asks for live dispatch, which this build cannot do; nothing was touched."""

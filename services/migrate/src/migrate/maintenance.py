@@ -1,0 +1,99 @@
+"""Ledger maintenance: month partitions ahead of time, history past the retention removed.
+
+Runs daily (the migrate Lambda's ``{"action": "maintain"}``, scheduled by the stack; locally
+``python -m migrate maintain``). Nothing here blocks a run: a partition is added with CREATE +
+ATTACH (SHARE UPDATE EXCLUSIVE on the parent), an old one leaves with DETACH ... CONCURRENTLY
+and is then dropped alone; the session's lock timeout bounds any wait, and a step that times
+out is simply done by the next day's run.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+# Months of partitions kept ready ahead of today: inserts beyond them would fail, so a stopped
+# schedule has this long before runs notice (the migrate function's errors alarm fires first).
+MONTHS_AHEAD = 6
+_BOUND = re.compile(r"TO \('(?P<upper>\d{4}-\d{2}-\d{2})'\)")
+
+_PARTITIONS = """
+SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) AS bound, i.inhdetachpending
+FROM pg_inherits i
+JOIN pg_class c ON c.oid = i.inhrelid
+WHERE i.inhparent = 'dry_run_log'::regclass
+ORDER BY c.relname
+"""
+# Runs past the retention, a bounded batch at a time (row locks only).
+_DELETE_RUNS = """
+DELETE FROM runs WHERE ctid = ANY (ARRAY(
+    SELECT ctid FROM runs WHERE started_at < %s LIMIT 10000))
+"""
+
+
+@dataclass
+class MaintenanceReport:
+    """What one maintenance pass did."""
+
+    retention_days: int
+    cutoff: date
+    created: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    runs_deleted: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "retentionDays": self.retention_days,
+            "cutoff": self.cutoff.isoformat(),
+            "createdPartitions": self.created,
+            "droppedPartitions": self.dropped,
+            "runsDeleted": self.runs_deleted,
+        }
+
+
+def _month_starts(first: date, count: int) -> list[date]:
+    months = []
+    year, month = first.year, first.month
+    for _ in range(count):
+        months.append(date(year, month, 1))
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return months
+
+
+def maintain(
+    conn: psycopg.Connection[Any], *, retention_days: int, today: date
+) -> MaintenanceReport:
+    """Add the coming months' partitions and remove history older than ``retention_days``.
+
+    ``conn`` must be in autocommit mode: DETACH ... CONCURRENTLY cannot run in a transaction.
+    """
+    if not conn.autocommit:
+        raise ValueError("maintenance needs an autocommit connection")
+    cutoff = today - timedelta(days=retention_days)
+    report = MaintenanceReport(retention_days, cutoff)
+    for month in _month_starts(today.replace(day=1), MONTHS_AHEAD + 1):
+        row = conn.execute("SELECT dry_run_log_add_partition(%s)", (month,)).fetchone()
+        if row is not None and row[0] is not None:
+            report.created.append(str(row[0]))
+    for name, bound, detach_pending in conn.execute(_PARTITIONS).fetchall():
+        match = _BOUND.search(bound or "")
+        if match is None or date.fromisoformat(match["upper"]) > cutoff:
+            continue
+        table = sql.Identifier(name)
+        finish = sql.SQL("FINALIZE") if detach_pending else sql.SQL("CONCURRENTLY")
+        conn.execute(
+            sql.SQL("ALTER TABLE dry_run_log DETACH PARTITION {} {}").format(table, finish)
+        )
+        conn.execute(sql.SQL("DROP TABLE {}").format(table))
+        report.dropped.append(name)
+    while True:
+        deleted = conn.execute(_DELETE_RUNS, (cutoff,)).rowcount
+        report.runs_deleted += deleted
+        if deleted < 10000:
+            break
+    return report
