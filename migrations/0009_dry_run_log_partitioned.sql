@@ -89,9 +89,6 @@ CREATE UNIQUE INDEX dry_run_log_dispatch_key_uniq
     ON dry_run_log (dispatch_key, local_date) WHERE action = 'would_send';
 -- "By tenant and time": a tenant's history, newest first (dashboards, audits, support).
 CREATE INDEX dry_run_log_tenant_time_idx ON dry_run_log (tenant_id, decided_at);
--- A lead's intents of the last local days: a repeated dispatch key is skipped, not recorded.
-CREATE INDEX dry_run_log_tenant_lead_date_idx
-    ON dry_run_log (tenant_id, lead_id, local_date) WHERE action = 'would_send';
 -- Rate caps count a tenant's recent intended sends per channel.
 CREATE INDEX dry_run_log_tenant_channel_time_idx
     ON dry_run_log (tenant_id, channel, decided_at) WHERE action = 'would_send';

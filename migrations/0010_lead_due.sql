@@ -19,6 +19,10 @@ CREATE TABLE lead_due (
     due_at          timestamptz NOT NULL DEFAULT '-infinity',
     -- The mode's last send (would_send in dry runs): the cooldown counts from it.
     last_sent_at    timestamptz,
+    -- The dispatch keys sent on the lead's latest local date of a send: an intent repeated
+    -- that day (possible with a cooldown under 24 h) is skipped without reading the ledger.
+    recent_keys      text[] NOT NULL DEFAULT '{}',
+    recent_keys_date date,
     PRIMARY KEY (lead_id, mode)
 );
 CREATE INDEX lead_due_ready_idx
@@ -31,8 +35,10 @@ LOCK TABLE leads IN SHARE ROW EXCLUSIVE MODE;
 -- Today's state from the history. Leads suppressed at migration time are parked at once (the
 -- runs park them otherwise, a batch at a time); the stage list is the policy's of today and
 -- this file is never edited, so it is stated here as data, not as a rule.
-INSERT INTO lead_due (lead_id, mode, tenant_id, lead_created_at, ready, due_at, last_sent_at)
-SELECT l.id, 'dry_run', l.tenant_id, l.created_at, s.due_at <= now(), s.due_at, h.last_sent_at
+INSERT INTO lead_due (lead_id, mode, tenant_id, lead_created_at, ready, due_at, last_sent_at,
+                      recent_keys, recent_keys_date)
+SELECT l.id, 'dry_run', l.tenant_id, l.created_at, s.due_at <= now(), s.due_at, h.last_sent_at,
+       coalesce(k.keys, '{}'), k.local_date
 FROM leads l
 JOIN tenants t ON t.id = l.tenant_id
 LEFT JOIN LATERAL (
@@ -40,6 +46,14 @@ LEFT JOIN LATERAL (
     FROM dry_run_log d
     WHERE d.tenant_id = l.tenant_id AND d.lead_id = l.id
 ) h ON true
+LEFT JOIN LATERAL (
+    SELECT d.local_date, array_agg(d.dispatch_key ORDER BY d.id) AS keys
+    FROM dry_run_log d
+    WHERE d.tenant_id = l.tenant_id AND d.lead_id = l.id AND d.action = 'would_send'
+    GROUP BY d.local_date
+    ORDER BY d.local_date DESC
+    LIMIT 1
+) k ON true
 LEFT JOIN LATERAL (
     SELECT d.action, d.decided_at, d.not_before
     FROM dry_run_log d

@@ -16,5 +16,5 @@ END $$;
 
 GRANT SELECT ON tenants, leads, channel_limits TO micro_agent_dry_run;
 GRANT SELECT, INSERT ON runs, dry_run_log TO micro_agent_dry_run;
-GRANT SELECT, UPDATE (ready, due_at, last_sent_at) ON lead_due TO micro_agent_dry_run;
+GRANT SELECT, UPDATE (ready, due_at, last_sent_at, recent_keys, recent_keys_date) ON lead_due TO micro_agent_dry_run;
 GRANT SELECT, INSERT, UPDATE ON lead_contact_verdicts TO micro_agent_dry_run;

@@ -68,3 +68,28 @@ def insert_leads(conn: Any, tenant_id: str, count: int, **columns: Any) -> list[
             assert row is not None
             ids.append(row[0])
     return ids
+
+
+def run_handler_with_own_clock(
+    url: str, event: dict[str, Any], base: Any, offset_s: float, barrier: Any
+) -> dict[str, Any]:
+    """A separate process's invocation: its own container, its own clock (``base + offset``,
+    advancing in real time), started together with the others at ``barrier``."""
+    import time
+    from datetime import timedelta
+
+    from devtools.lambda_context import LocalLambdaContext
+    from dry_run import bootstrap, handler
+
+    deps = bootstrap.build({"DATABASE_URL": url})
+    started = time.monotonic()
+
+    def clock() -> Any:
+        return base + timedelta(seconds=offset_s + time.monotonic() - started)
+
+    try:
+        deps.connections.run(lambda conn: conn.execute("SELECT 1"))  # warm, like a container
+        barrier.wait(timeout=60)
+        return handler.handle(event, LocalLambdaContext(), deps=deps, clock=clock)
+    finally:
+        deps.close()

@@ -8,7 +8,7 @@ the tenant's size or history (migration 0010 explains the table).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, NamedTuple, cast
 
 import psycopg
@@ -52,37 +52,39 @@ WHERE d.lead_id = come.lead_id AND d.mode = %(mode)s
 """
 
 # The oldest ready leads, locked, skipping those an overlapping run holds; with the stored
-# contact verdicts and the lead's dry-run intents of its last local days (a repeated dispatch
-# key is skipped, never recorded twice).
+# contact verdicts and the keys of the lead's latest day of sends. Primary-key lookups only:
+# the ledger is not read here.
 _PICK = """
 SELECT l.id::text AS id, l.phone, l.email, l.whatsapp_opt_in, l.email_opt_in, l.opted_out_at,
-       l.timezone, l.stage, l.last_inbound_at, d.last_sent_at,
-       v.phone AS checked_phone, v.phone_e164, v.email AS checked_email, v.email_normalized,
-       recent.keys
+       l.timezone, l.stage, l.last_inbound_at, d.last_sent_at, d.recent_keys,
+       v.phone AS checked_phone, v.phone_e164, v.email AS checked_email, v.email_normalized
 FROM lead_due d
 JOIN leads l ON l.id = d.lead_id
 LEFT JOIN lead_contact_verdicts v ON v.lead_id = d.lead_id
-LEFT JOIN LATERAL (
-    SELECT array_agg(x.dispatch_key) AS keys
-    FROM dry_run_log x
-    WHERE x.tenant_id = d.tenant_id AND x.lead_id = d.lead_id AND x.action = 'would_send'
-      AND x.local_date >= %(keys_since)s
-) recent ON true
 WHERE d.tenant_id = %(tenant)s AND d.mode = %(mode)s AND d.ready
 ORDER BY d.lead_created_at, d.lead_id
 LIMIT %(limit)s
 FOR UPDATE OF d SKIP LOCKED
 """
 
-# Each decided lead's next due time (NULL: parked until the lead changes) in one statement.
+# Each decided lead's next due time (NULL: parked until the lead changes) and, after a send,
+# its time and key (kept with the other keys of the same local date), in one statement.
 _SET_DUE = """
 UPDATE lead_due d
 SET ready = false,
     due_at = coalesce(u.due_at, 'infinity'),
-    last_sent_at = coalesce(u.sent_at, d.last_sent_at)
-FROM unnest(%(ids)s::uuid[], %(due)s::timestamptz[], %(sent)s::timestamptz[])
-     AS u (lead_id, due_at, sent_at)
-WHERE d.lead_id = u.lead_id AND d.mode = %(mode)s
+    last_sent_at = coalesce(u.sent_at, d.last_sent_at),
+    recent_keys = CASE
+        WHEN u.sent_key IS NULL THEN d.recent_keys
+        WHEN d.recent_keys_date = u.key_date THEN d.recent_keys || u.sent_key
+        ELSE ARRAY[u.sent_key] END,
+    recent_keys_date = coalesce(u.key_date, d.recent_keys_date)
+FROM unnest(%(ids)s::uuid[], %(due)s::timestamptz[], %(sent)s::timestamptz[],
+            %(keys)s::text[], %(dates)s::date[])
+     AS u (lead_id, due_at, sent_at, sent_key, key_date)
+-- "= ANY" lets the primary key find the rows whatever the statistics say: a hash join over
+-- the whole table would make this statement cost the tenant's size.
+WHERE d.lead_id = ANY (%(ids)s::uuid[]) AND d.mode = %(mode)s AND d.lead_id = u.lead_id
 """
 
 _SAVE_VERDICTS = """
@@ -103,11 +105,13 @@ class DueLead(NamedTuple):
 
 
 class DueUpdate(NamedTuple):
-    """A lead's next due time (None: parked) and, after a send, its time."""
+    """A lead's next due time (None: parked) and, after a send, its time, key and date."""
 
     lead_id: str
     due_at: datetime | None
-    sent_at: datetime | None
+    sent_at: datetime | None = None
+    sent_key: str | None = None
+    key_date: date | None = None
 
 
 def load_tenant(conn: psycopg.Connection[Any], tenant_id: str) -> Tenant | None:
@@ -143,14 +147,12 @@ def pick_due_leads(
     tenant_id: str,
     mode: Mode,
     batch_size: int,
-    *,
-    keys_since: Any,
 ) -> list[DueLead]:
     """Lock and return at most ``batch_size`` ready leads, oldest first, in one query."""
     with conn.cursor(row_factory=dict_row) as cursor:
         rows = cursor.execute(
             _PICK,
-            {"tenant": tenant_id, "mode": mode, "limit": batch_size, "keys_since": keys_since},
+            {"tenant": tenant_id, "mode": mode, "limit": batch_size},
         ).fetchall()
     return [
         DueLead(
@@ -165,7 +167,7 @@ def pick_due_leads(
                 stage=row["stage"],
                 last_inbound_at=row["last_inbound_at"],
                 last_contacted_at=row["last_sent_at"],
-                recent_dispatch_keys=frozenset(row["keys"] or ()),
+                recent_dispatch_keys=frozenset(row["recent_keys"]),
             ),
             Verdicts(
                 row["checked_phone"],
@@ -189,6 +191,8 @@ def set_due(conn: psycopg.Connection[Any], mode: Mode, updates: Sequence[DueUpda
             "ids": [update.lead_id for update in updates],
             "due": [update.due_at for update in updates],
             "sent": [update.sent_at for update in updates],
+            "keys": [update.sent_key for update in updates],
+            "dates": [update.key_date for update in updates],
         },
     )
 

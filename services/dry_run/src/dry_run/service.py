@@ -68,20 +68,14 @@ def run_dry_run(
 
         picked_at = _aware(clock())
         leads.promote_due(conn, tenant_id, DRY_RUN, picked_at, PROMOTE_LIMIT)
-        picked = leads.pick_due_leads(
-            conn,
-            tenant_id,
-            DRY_RUN,
-            batch_size,
-            keys_since=ledger.window_start_date(picked_at),
-        )
+        picked = leads.pick_due_leads(conn, tenant_id, DRY_RUN, batch_size)
         due: list[Lead] = []
         parked: list[DueUpdate] = []
         changed: list[tuple[str, Verdicts]] = []
         for item in picked:
             if is_suppressed(item.lead):
                 # Not due while suppressed: parked until the lead changes, and not decided.
-                parked.append(DueUpdate(item.lead.id, None, None))
+                parked.append(DueUpdate(item.lead.id, None))
                 continue
             checked = with_verdicts(item.lead, item.verdicts)
             due.append(checked.lead)
@@ -98,7 +92,12 @@ def run_dry_run(
         decisions = decide_batch(due, tenant, usage, now)
         ledger.record(conn, run_id, tenant_id, decisions, flag_enabled=False, decided_at=now)
         updates = [
-            DueUpdate(decision.lead_id, *next_due(decision, lead, tenant, now))
+            DueUpdate(
+                decision.lead_id,
+                *next_due(decision, lead, tenant, now),
+                decision.dispatch_key,
+                decision.local_date if decision.dispatch_key else None,
+            )
             for decision, lead in zip(decisions, due, strict=True)
         ]
         leads.set_due(conn, DRY_RUN, updates + parked)
