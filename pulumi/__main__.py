@@ -16,8 +16,9 @@ from alerts import AlertsTopic, AlertsTopicArgs
 from artifacts import ArtifactBucket, ArtifactBucketArgs
 from config import StackSettings, load_settings
 from dashboard import Dashboard, DashboardArgs
-from database import Database, DatabaseArgs
-from function import CodeSource, LambdaFunction, LambdaFunctionArgs
+from database import Database, DatabaseArgs, db_user_arn
+from function import CodeSource, IamAccess, LambdaFunction, LambdaFunctionArgs, SecretAccess
+from maintenance import LedgerMaintenance, LedgerMaintenanceArgs
 from migration import MigrationRunner, MigrationRunnerArgs, migrations_hash
 from roles import FunctionRole, FunctionRoleArgs
 from schedule import DryRunSchedule, DryRunScheduleArgs
@@ -32,6 +33,10 @@ MIGRATIONS_DIR = REPO_ROOT / "migrations"
 DRY_RUN_SERVICE = "micro-agent-dry-run"
 DRY_RUN_HANDLER = "dry_run.handler.lambda_handler"
 MIGRATE_HANDLER = "migrate.handler.lambda_handler"
+# The database user the migrations create for the dry-run (granted rds_iam on Aurora). The CLI
+# cannot import the service packages, so the name is repeated here; an infra test checks it
+# equals dry_run.settings.DATABASE_ROLE.
+DRY_RUN_DATABASE_USER = "micro_agent_dry_run"
 
 
 def code_source(settings_key: str, artifact: str, bucket: ArtifactBucket) -> CodeSource:
@@ -44,27 +49,32 @@ def code_source(settings_key: str, artifact: str, bucket: ArtifactBucket) -> Cod
 def dry_run_environment(
     settings: StackSettings, database: Database
 ) -> dict[str, pulumi.Input[str]]:
-    """The dry-run function's environment: secret ARN, never secret values."""
+    """The dry-run function's environment: IAM authentication as its own user, no secret."""
     return {
         "MICRO_AGENT_DISPARO_ENABLED": "true" if settings.disparo_enabled else "false",
         "MICRO_AGENT_SANDBOX_RECIPIENTS": ",".join(settings.sandbox_recipients),
-        "DB_SECRET_ARN": database.secret_arn,
+        "DB_IAM_USER": DRY_RUN_DATABASE_USER,
         "DB_HOST": database.endpoint,
+        "DB_PORT": database.port,
         "DB_NAME": database.name,
         "DB_CONNECT_TIMEOUT_S": "5",
         "DB_STATEMENT_TIMEOUT_MS": str(min(10_000, settings.dry_run_timeout_s * 500)),
+        "DB_LOCK_TIMEOUT_MS": "3000",
         "POWERTOOLS_SERVICE_NAME": DRY_RUN_SERVICE,
         "POWERTOOLS_METRICS_NAMESPACE": settings.metrics_namespace,
         "POWERTOOLS_LOG_LEVEL": "INFO",
     }
 
 
-def migrate_environment(database: Database) -> dict[str, pulumi.Input[str]]:
-    """The migration runner's environment."""
+def migrate_environment(
+    settings: StackSettings, database: Database
+) -> dict[str, pulumi.Input[str]]:
+    """The migration runner's environment: the master secret (it creates roles and runs DDL)."""
     return {
         "DB_SECRET_ARN": database.secret_arn,
         "DB_HOST": database.endpoint,
         "DB_NAME": database.name,
+        "LEDGER_RETENTION_DAYS": str(settings.ledger_retention_days),
     }
 
 
@@ -111,7 +121,6 @@ def main() -> dict[str, pulumi.ComponentResource]:
         log_retention_days=settings.log_retention_days,
         alerts_topic_arn=alerts.topic_arn,
         alerts_key_arn=alerts.key_arn,
-        db_secret_arn=database.secret_arn,
     )
 
     migrator = MigrationRunner(
@@ -126,7 +135,8 @@ def main() -> dict[str, pulumi.ComponentResource]:
                 timeout_s=900,
                 memory_mb=512,
                 reserved_concurrency=1,
-                environment=migrate_environment(database),
+                environment=migrate_environment(settings, database),
+                database=SecretAccess(database.secret_arn),
                 max_retry_attempts=0,
                 max_event_age_s=settings.async_max_event_age_s,
                 tags=settings.tags("migrate"),
@@ -146,6 +156,9 @@ def main() -> dict[str, pulumi.ComponentResource]:
             memory_mb=settings.dry_run_memory_mb,
             reserved_concurrency=settings.dry_run_reserved_concurrency,
             environment=dry_run_environment(settings, database),
+            database=IamAccess(
+                db_user_arn(region, account_id, database.cluster_resource_id, DRY_RUN_DATABASE_USER)
+            ),
             max_retry_attempts=settings.async_max_retry_attempts,
             max_event_age_s=settings.async_max_event_age_s,
             tags=settings.tags("dry-run"),
@@ -174,12 +187,21 @@ def main() -> dict[str, pulumi.ComponentResource]:
             service_name=DRY_RUN_SERVICE,
         ),
     )
+    maintenance = LedgerMaintenance(
+        "maintenance",
+        LedgerMaintenanceArgs(
+            function_arn=migrator.function.arn,
+            account_id=account_id,
+            tags=settings.tags("migrate"),
+        ),
+    )
     components: dict[str, pulumi.ComponentResource] = {
         "artifacts": artifacts,
         "alerts": alerts,
         "database": database,
         "migrate": migrator,
         "dry_run": dry_run,
+        "maintenance": maintenance,
         "alarms": alarms,
         "dashboard": dashboard,
     }

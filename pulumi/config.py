@@ -47,7 +47,11 @@ LOG_RETENTION_DAYS = frozenset(
 _SUBNET = re.compile(r"^subnet-[0-9a-f]{8,17}$")
 _SECURITY_GROUP = re.compile(r"^sg-[0-9a-f]{8,17}$")
 _SECRET_ARN = re.compile(r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:.+$")
+# The cluster's DbClusterResourceId: IAM database authentication names it in rds-db:connect.
+_CLUSTER_RESOURCE_ID = re.compile(r"^cluster-[A-Z0-9]+$")
 _TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+# Maintenance drops whole month partitions of the ledger: keep at least one month plus margin.
+MIN_LEDGER_RETENTION_DAYS = 35
 
 
 class StackConfigError(ValueError):
@@ -56,11 +60,12 @@ class StackConfigError(ValueError):
 
 @dataclass(frozen=True)
 class DatabaseSettings:
-    """Aurora: referenced (secret ARN + endpoint) or created by the stack."""
+    """Aurora: referenced (secret ARN, endpoint, cluster resource id) or created by the stack."""
 
     create: bool
     secret_arn: str
     endpoint: str
+    cluster_resource_id: str
     name: str
     min_capacity: float
     max_capacity: float
@@ -101,6 +106,7 @@ class StackSettings:
     database: DatabaseSettings
     schedule: ScheduleSettings
     metrics_namespace: str
+    ledger_retention_days: int
 
     @property
     def prefix(self) -> str:
@@ -182,6 +188,12 @@ def validate(settings: StackSettings) -> StackSettings:
             "dbSecretArn: expected the ARN of the database's Secrets Manager secret "
             f"(or createDatabase: true), got {database.secret_arn!r}"
         )
+    if not database.create and not _CLUSTER_RESOURCE_ID.match(database.cluster_resource_id):
+        raise StackConfigError(
+            "dbClusterResourceId: expected the referenced cluster's resource id (cluster-…, "
+            "`aws rds describe-db-clusters --query 'DBClusters[].DbClusterResourceId'`) "
+            f"or createDatabase: true, got {database.cluster_resource_id!r}"
+        )
     if database.create and database.backup_retention_days < 7:
         raise StackConfigError(
             f"dbBackupRetentionDays: expected at least 7, got {database.backup_retention_days}"
@@ -194,6 +206,11 @@ def validate(settings: StackSettings) -> StackSettings:
     bad_tenants = [t for t in settings.schedule.tenants if not _TENANT.match(t)]
     if bad_tenants:
         raise StackConfigError(f"scheduleTenants: not tenant ids: {bad_tenants}")
+    if settings.ledger_retention_days < MIN_LEDGER_RETENTION_DAYS:
+        raise StackConfigError(
+            f"ledgerRetentionDays: expected at least {MIN_LEDGER_RETENTION_DAYS} days "
+            f"(a whole month partition plus margin), got {settings.ledger_retention_days}"
+        )
     return settings
 
 
@@ -234,6 +251,7 @@ def load_settings(config: pulumi.Config | None = None, stack: str | None = None)
             create=config.require_bool("createDatabase"),
             secret_arn=config.get("dbSecretArn") or "",
             endpoint=config.get("dbEndpoint") or "",
+            cluster_resource_id=config.get("dbClusterResourceId") or "",
             name=config.require("dbName"),
             min_capacity=_capacity(config, "dbMinCapacity"),
             max_capacity=_capacity(config, "dbMaxCapacity"),
@@ -247,5 +265,6 @@ def load_settings(config: pulumi.Config | None = None, stack: str | None = None)
             ),
         ),
         metrics_namespace=config.require("metricsNamespace"),
+        ledger_retention_days=config.require_int("ledgerRetentionDays"),
     )
     return validate(settings)

@@ -9,6 +9,21 @@ from config import DatabaseSettings
 
 import pulumi
 
+# Aurora PostgreSQL's port; a created cluster is given it explicitly, a referenced one uses it.
+POSTGRES_PORT = 5432
+
+
+def db_user_arn(
+    region: pulumi.Input[str],
+    account_id: pulumi.Input[str],
+    cluster_resource_id: pulumi.Input[str],
+    user: str,
+) -> pulumi.Output[str]:
+    """The resource ``rds-db:connect`` names for IAM authentication as one database user."""
+    return pulumi.Output.concat(
+        "arn:aws:rds-db:", region, ":", account_id, ":dbuser:", cluster_resource_id, "/", user
+    )
+
 
 @dataclass(frozen=True)
 class DatabaseArgs:
@@ -22,7 +37,11 @@ class DatabaseArgs:
 
 
 class Database(pulumi.ComponentResource):
-    """Exposes ``secret_arn``, ``endpoint`` and ``name`` whichever way the database exists."""
+    """The database, created or referenced, seen the same way by the rest of the program.
+
+    Exposes ``secret_arn`` (the master secret), ``endpoint``, ``port``, ``name`` and
+    ``cluster_resource_id`` (what IAM database authentication names) either way.
+    """
 
     def __init__(
         self, name: str, args: DatabaseArgs, opts: pulumi.ResourceOptions | None = None
@@ -30,10 +49,20 @@ class Database(pulumi.ComponentResource):
         super().__init__("micro-agent:database:Database", name, None, opts)
         settings = args.settings
         self.name = settings.name
+        self.port = str(POSTGRES_PORT)
         if not settings.create:
             self.secret_arn: pulumi.Output[str] = pulumi.Output.from_input(settings.secret_arn)
             self.endpoint: pulumi.Output[str] = pulumi.Output.from_input(settings.endpoint)
-            self.register_outputs({"secretArn": self.secret_arn, "created": False})
+            self.cluster_resource_id: pulumi.Output[str] = pulumi.Output.from_input(
+                settings.cluster_resource_id
+            )
+            self.register_outputs(
+                {
+                    "secretArn": self.secret_arn,
+                    "clusterResourceId": self.cluster_resource_id,
+                    "created": False,
+                }
+            )
             return
         child = pulumi.ResourceOptions(parent=self)
         subnets = aws.rds.SubnetGroup(
@@ -45,6 +74,7 @@ class Database(pulumi.ComponentResource):
             engine_mode="provisioned",
             engine_version="16.6",
             database_name=settings.name,
+            port=POSTGRES_PORT,
             master_username="micro_agent_admin",
             manage_master_user_password=True,
             iam_database_authentication_enabled=True,
@@ -82,4 +112,11 @@ class Database(pulumi.ComponentResource):
             lambda secrets: (secrets[0].secret_arn or "") if secrets else ""
         )
         self.endpoint = self.cluster.endpoint
-        self.register_outputs({"secretArn": self.secret_arn, "endpoint": self.endpoint})
+        self.cluster_resource_id = self.cluster.cluster_resource_id
+        self.register_outputs(
+            {
+                "secretArn": self.secret_arn,
+                "endpoint": self.endpoint,
+                "clusterResourceId": self.cluster_resource_id,
+            }
+        )

@@ -4,14 +4,26 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import pulumi_aws as aws
 from policies import document, statement
 
 import pulumi
 
-# AWS's managed policy for ENIs in a VPC (its ec2 actions need Resource "*", AWS's own choice).
-VPC_ACCESS_POLICY_ARN = "arn:aws:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"
+# What Lambda needs in the execution role to attach a function to a VPC, as AWS lists it in
+# "Giving Lambda functions access to resources in an Amazon VPC": the ec2 actions of the managed
+# AWSLambdaVPCAccessExecutionRole, without its log writes on "*" (which would cancel the
+# own-log-group scoping). Resource "*" is AWS's own requirement for them: Describe* works only
+# on "*", and the interfaces Lambda creates and deletes have no ids before it creates them.
+VPC_NETWORK_INTERFACE_ACTIONS = (
+    "ec2:CreateNetworkInterface",
+    "ec2:DescribeNetworkInterfaces",
+    "ec2:DescribeSubnets",
+    "ec2:DeleteNetworkInterface",
+    "ec2:AssignPrivateIpAddresses",
+    "ec2:UnassignPrivateIpAddresses",
+)
 
 
 @dataclass(frozen=True)
@@ -21,6 +33,30 @@ class CodeSource:
     path: str | None = None
     s3_bucket: pulumi.Input[str] | None = None
     s3_key: str | None = None
+
+
+@dataclass(frozen=True)
+class SecretAccess:
+    """The function reads a Secrets Manager secret (RDS format) to connect."""
+
+    secret_arn: pulumi.Input[str]
+
+
+@dataclass(frozen=True)
+class IamAccess:
+    """The function connects with IAM database authentication as one database user."""
+
+    db_user_arn: pulumi.Input[str]
+
+
+DatabaseAccess = SecretAccess | IamAccess
+
+
+def database_statement(access: DatabaseAccess) -> dict[str, Any]:
+    """The one permission a function needs to reach the database, and no other."""
+    if isinstance(access, IamAccess):
+        return statement("ConnectAsDatabaseUser", ["rds-db:connect"], [access.db_user_arn])
+    return statement("ReadDatabaseSecret", ["secretsmanager:GetSecretValue"], [access.secret_arn])
 
 
 @dataclass(frozen=True)
@@ -43,7 +79,7 @@ class LambdaFunctionArgs:
     log_retention_days: int
     alerts_topic_arn: pulumi.Input[str]
     alerts_key_arn: pulumi.Input[str]
-    db_secret_arn: pulumi.Input[str]
+    database: DatabaseAccess
     max_retry_attempts: int
     max_event_age_s: int
     tags: dict[str, str]
@@ -51,7 +87,7 @@ class LambdaFunctionArgs:
 
 
 class LambdaFunction(pulumi.ComponentResource):
-    """One deployable: log group, role policy, VPC access, function, async invoke config."""
+    """One deployable: log group, role policy (VPC access included), function, async config."""
 
     def __init__(
         self, name: str, args: LambdaFunctionArgs, opts: pulumi.ResourceOptions | None = None
@@ -75,18 +111,14 @@ class LambdaFunction(pulumi.ComponentResource):
                     ["logs:CreateLogStream", "logs:PutLogEvents"],
                     [self.log_group.arn.apply(lambda arn: f"{arn}:*")],
                 ),
-                statement(
-                    "ReadDatabaseSecret", ["secretsmanager:GetSecretValue"], [args.db_secret_arn]
-                ),
+                database_statement(args.database),
                 statement("PublishAlerts", ["sns:Publish"], [args.alerts_topic_arn]),
                 statement(
                     "EncryptAlerts", ["kms:GenerateDataKey", "kms:Decrypt"], [args.alerts_key_arn]
                 ),
+                statement("ManageVpcNetworkInterfaces", VPC_NETWORK_INTERFACE_ACTIONS, ["*"]),
             ),
             opts=child,
-        )
-        self.vpc_access = aws.iam.RolePolicyAttachment(
-            f"{name}-vpc-access", role=args.role.name, policy_arn=VPC_ACCESS_POLICY_ARN, opts=child
         )
         code = args.code
         self.function = aws.lambda_.Function(
@@ -110,7 +142,7 @@ class LambdaFunction(pulumi.ComponentResource):
             tags=args.tags,
             opts=pulumi.ResourceOptions(
                 parent=self,
-                depends_on=[self.log_group, self.policy, self.vpc_access, *args.depends_on],
+                depends_on=[self.log_group, self.policy, *args.depends_on],
             ),
         )
         self.invoke_config = aws.lambda_.FunctionEventInvokeConfig(

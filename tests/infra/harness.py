@@ -24,6 +24,7 @@ PROJECT = "micro-agent"
 STACKS = ("dev", "staging", "prod")
 ACCOUNT = "123456789012"
 REGION = "sa-east-1"
+CREATED_CLUSTER_RESOURCE_ID = "cluster-MOCK7Q4K2ZP3XNY7ABCDEFGHIJ"
 
 if str(PROGRAM_DIR) not in sys.path:
     # The CLI runs the program with its folder on sys.path; so do the tests.
@@ -32,11 +33,17 @@ if str(PROGRAM_DIR) not in sys.path:
 
 @dataclass
 class Resource:
-    """One registered resource: type token, logical name, resolved inputs."""
+    """One registered resource: type token, logical name, resolved inputs, mock outputs."""
 
     type: str
     name: str
     inputs: dict[str, Any]
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        """The physical id the mocks gave it (what ``resource.id`` resolves to)."""
+        return f"{self.name}-id"
 
 
 @dataclass
@@ -48,8 +55,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def new_resource(
         self, args: pulumi.runtime.MockResourceArgs
     ) -> tuple[str | None, dict[str, Any]]:
-        self.resources.append(Resource(args.typ, args.name, dict(args.inputs)))
         outputs = dict(args.inputs)
+        self.resources.append(Resource(args.typ, args.name, dict(args.inputs), outputs))
         physical = args.inputs.get("name") or f"{args.name}-id"
         service = args.typ.split(":")[1].split("/")[0]
         outputs.setdefault("arn", f"arn:aws:{service}:{REGION}:{ACCOUNT}:{physical}")
@@ -63,6 +70,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
             outputs["masterUserSecrets"] = [
                 {"secretArn": f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:rds!cluster-1"}
             ]
+            outputs["clusterResourceId"] = CREATED_CLUSTER_RESOURCE_ID
         return f"{args.name}-id", outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[Any] | None]:

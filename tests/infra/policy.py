@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -23,6 +24,28 @@ POLICY_FIELDS = {
     "aws:s3/bucketPolicy:BucketPolicy": "policy",
 }
 REQUIRED_TAGS = ("project", "stack", "service")
+# What AWS documents a Lambda execution role needs for VPC access ("Giving Lambda functions
+# access to resources in an Amazon VPC"); written here again, not imported from the program, so
+# that an action added there is caught here.
+LAMBDA_VPC_NETWORK_INTERFACE_ACTIONS = frozenset(
+    {
+        "ec2:CreateNetworkInterface",
+        "ec2:DescribeNetworkInterfaces",
+        "ec2:DescribeSubnets",
+        "ec2:DeleteNetworkInterface",
+        "ec2:AssignPrivateIpAddresses",
+        "ec2:UnassignPrivateIpAddresses",
+    }
+)
+# One database user of one cluster, by its resource id: no wildcard anywhere.
+_DB_USER_ARN = re.compile(
+    r"^arn:aws:rds-db:[a-z0-9-]+:\d{12}:dbuser:cluster-[A-Z0-9]+/[a-z_][a-z0-9_]*$"
+)
+MANAGED_POLICY_ATTACHMENTS = (
+    "aws:iam/rolePolicyAttachment:RolePolicyAttachment",
+    "aws:iam/policyAttachment:PolicyAttachment",
+    "aws:iam/rolePolicyAttachmentsExclusive:RolePolicyAttachmentsExclusive",
+)
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -68,13 +91,74 @@ def allow_has_no_wildcard_action(mocks: RecordingMocks) -> list[str]:
 
 
 def identity_policies_name_their_resources(mocks: RecordingMocks) -> list[str]:
-    """Role policies never grant on ``*`` (key policies may: there ``*`` means the key)."""
+    """Role policies grant on ``*`` only Lambda's VPC network-interface actions, which AWS
+    requires on ``*`` (key policies may: there ``*`` means the key)."""
     return [
-        f"{resource.name}: statement {item.get('Sid')} grants on Resource '*'"
+        f"{resource.name}: statement {item.get('Sid')} grants "
+        f"{sorted(set(_as_list(item['Action'])) - LAMBDA_VPC_NETWORK_INTERFACE_ACTIONS)} "
+        "on Resource '*'"
         for resource, item in statements(mocks)
         if resource.type == "aws:iam/rolePolicy:RolePolicy"
         and item["Effect"] == "Allow"
         and "*" in _as_list(item.get("Resource", []))
+        and not set(_as_list(item["Action"])) <= LAMBDA_VPC_NETWORK_INTERFACE_ACTIONS
+    ]
+
+
+def roles_have_no_managed_policies(mocks: RecordingMocks) -> list[str]:
+    """No role gets a managed policy (AWS's or ours): every grant is an inline statement that
+    the other checks read. AWSLambdaVPCAccessExecutionRole, for one, writes logs on ``*``."""
+    attached = [
+        f"{resource.name}: attaches {resource.inputs.get('policyArn') or resource.inputs}"
+        for token in MANAGED_POLICY_ATTACHMENTS
+        for resource in mocks.of_type(token)
+        if resource.inputs.get("policyArn") or resource.inputs.get("policyArns")
+    ]
+    return attached + [
+        f"{role.name}: managed policies {role.inputs['managedPolicyArns']}"
+        for role in mocks.of_type("aws:iam/role:Role")
+        if role.inputs.get("managedPolicyArns")
+    ]
+
+
+def log_writes_name_their_own_log_group(mocks: RecordingMocks) -> list[str]:
+    """Every statement allowing a ``logs:`` action names log groups of this stack, by ARN:
+    never ``*``, never a pattern."""
+    own = {
+        arn
+        for group in mocks.of_type("aws:cloudwatch/logGroup:LogGroup")
+        for arn in (group.outputs["arn"], f"{group.outputs['arn']}:*")
+    }
+    return [
+        f"{resource.name}: statement {item.get('Sid')} allows logs actions on {arn!r}"
+        for resource, item in statements(mocks)
+        if item["Effect"] == "Allow"
+        and any(action.startswith("logs:") for action in _as_list(item["Action"]))
+        for arn in _as_list(item.get("Resource", []))
+        if arn not in own
+    ]
+
+
+def database_connect_names_one_user(mocks: RecordingMocks) -> list[str]:
+    """``rds-db:connect`` names one database user of one cluster, by resource id: no wildcard."""
+    return [
+        f"{resource.name}: statement {item.get('Sid')} allows rds-db:connect on {arn!r}"
+        for resource, item in statements(mocks)
+        if item["Effect"] == "Allow" and "rds-db:connect" in _as_list(item["Action"])
+        for arn in _as_list(item.get("Resource", []))
+        if not _DB_USER_ARN.match(arn)
+    ]
+
+
+def invocations_name_functions_of_this_stack(mocks: RecordingMocks) -> list[str]:
+    """``lambda:InvokeFunction`` names functions of this stack by ARN, never a pattern."""
+    functions = {f.outputs["arn"] for f in mocks.of_type("aws:lambda/function:Function")}
+    return [
+        f"{resource.name}: statement {item.get('Sid')} allows lambda:InvokeFunction on {arn!r}"
+        for resource, item in statements(mocks)
+        if item["Effect"] == "Allow" and "lambda:InvokeFunction" in _as_list(item["Action"])
+        for arn in _as_list(item.get("Resource", []))
+        if arn not in functions
     ]
 
 
@@ -220,15 +304,18 @@ def taggable_resources_carry_project_stack_service(mocks: RecordingMocks) -> lis
 
 
 def roles_hold_only_what_their_function_needs(mocks: RecordingMocks) -> list[str]:
-    """Function roles: own log group, the one secret, the alerts topic and key, VPC access."""
+    """Role policies grant only: log writes, the database (a secret or IAM authentication as
+    one user), the alerts topic and key, VPC network interfaces, and (schedulers) invocation."""
     allowed = {
         "logs:CreateLogStream",
         "logs:PutLogEvents",
         "secretsmanager:GetSecretValue",
+        "rds-db:connect",
         "sns:Publish",
         "kms:GenerateDataKey",
         "kms:Decrypt",
         "lambda:InvokeFunction",
+        *LAMBDA_VPC_NETWORK_INTERFACE_ACTIONS,
     }
     problems: list[str] = []
     for resource, item in statements(mocks):
@@ -237,18 +324,6 @@ def roles_hold_only_what_their_function_needs(mocks: RecordingMocks) -> list[str
         extra = set(_as_list(item["Action"])) - allowed
         if extra:
             problems.append(f"{resource.name}: grants {sorted(extra)}")
-        if any(action.startswith("logs:") for action in _as_list(item["Action"])) and not all(
-            ":log-group:/aws/lambda/" in arn or "/aws/lambda/" in arn
-            for arn in _as_list(item["Resource"])
-        ):
-            problems.append(f"{resource.name}: writes logs outside its own log group")
-    attachments = mocks.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
-    problems += [
-        f"{a.name}: attaches {a.inputs.get('policyArn')}"
-        for a in attachments
-        if a.inputs.get("policyArn")
-        != "arn:aws:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"
-    ]
     return problems
 
 
@@ -258,6 +333,10 @@ CHECKS: dict[str, Check] = {
         allow_has_no_wildcard_principal,
         allow_has_no_wildcard_action,
         identity_policies_name_their_resources,
+        roles_have_no_managed_policies,
+        log_writes_name_their_own_log_group,
+        database_connect_names_one_user,
+        invocations_name_functions_of_this_stack,
         buckets_are_private_encrypted_versioned_tls_only,
         topics_use_a_rotated_customer_key_cloudwatch_can_use,
         alarms_notify_the_alerts_topic,

@@ -1,3 +1,5 @@
+# pulumi.runtime.test, which every test here carries, has no type hints.
+# mypy: disable-error-code="untyped-decorator"
 """Every policy check on every real stack, and each check catching a deliberately bad resource."""
 
 from __future__ import annotations
@@ -44,7 +46,43 @@ def _bad_action() -> None:
 
 
 def _bad_resource() -> None:
-    aws.iam.RolePolicy("bad-resource", role="r", policy=_policy("Allow", "sns:Publish", "*"))
+    # Lambda's network-interface actions may take "*"; one more action beside them may not.
+    actions = ["ec2:CreateNetworkInterface", "ec2:DeleteNetworkInterface", "sns:Publish"]
+    aws.iam.RolePolicy("bad-resource", role="r", policy=_policy("Allow", actions, "*"))
+
+
+def _managed_policy() -> None:
+    aws.iam.RolePolicyAttachment(
+        "bad-vpc-access",
+        role="r",
+        policy_arn="arn:aws:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole",
+    )
+
+
+def _log_writes_anywhere() -> None:
+    # What AWSLambdaVPCAccessExecutionRole grants besides the network interfaces.
+    actions = ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"]
+    aws.iam.RolePolicy("bad-log-writes", role="r", policy=_policy("Allow", actions, "*"))
+
+
+def _connect_as_any_user() -> None:
+    aws.iam.RolePolicy(
+        "bad-connect",
+        role="r",
+        policy=_policy(
+            "Allow", "rds-db:connect", "arn:aws:rds-db:sa-east-1:123456789012:dbuser:*/*"
+        ),
+    )
+
+
+def _invoke_any_function() -> None:
+    aws.iam.RolePolicy(
+        "bad-invoke",
+        role="r",
+        policy=_policy(
+            "Allow", "lambda:InvokeFunction", "arn:aws:lambda:sa-east-1:123456789012:function:*"
+        ),
+    )
 
 
 def _bad_bucket() -> None:
@@ -89,15 +127,16 @@ def _overgranted_role() -> None:
     aws.iam.RolePolicy(
         "bad-grant", role="r", policy=_policy("Allow", ["s3:GetObject"], ["arn:aws:s3:::b/*"])
     )
-    aws.iam.RolePolicyAttachment(
-        "bad-admin", role="r", policy_arn="arn:aws:iam::aws:policy/AdministratorAccess"
-    )
 
 
 BAD: dict[str, tuple[Callable[[], None], str]] = {
     "allow_has_no_wildcard_principal": (_bad_principal, "bad-topic-policy"),
     "allow_has_no_wildcard_action": (_bad_action, "bad-action"),
     "identity_policies_name_their_resources": (_bad_resource, "bad-resource"),
+    "roles_have_no_managed_policies": (_managed_policy, "bad-vpc-access"),
+    "log_writes_name_their_own_log_group": (_log_writes_anywhere, "bad-log-writes"),
+    "database_connect_names_one_user": (_connect_as_any_user, "bad-connect"),
+    "invocations_name_functions_of_this_stack": (_invoke_any_function, "bad-invoke"),
     "buckets_are_private_encrypted_versioned_tls_only": (_bad_bucket, "bad-bucket"),
     "topics_use_a_rotated_customer_key_cloudwatch_can_use": (_bad_topic, "bad-topic"),
     "alarms_notify_the_alerts_topic": (_bad_alarm, "bad-alarm"),

@@ -1,9 +1,12 @@
+# pulumi.runtime.test, which every test here carries, has no type hints.
+# mypy: disable-error-code="untyped-decorator"
 """Stack-specific invariants of the Pulumi program, under Pulumi's mock runtime."""
 
 from __future__ import annotations
 
 import importlib
 import json
+import re
 from typing import Any
 
 import pytest
@@ -13,6 +16,8 @@ import pulumi
 from dry_run import settings as dry_run_settings
 from migrate import settings as migrate_settings
 from tests.infra.harness import (
+    ACCOUNT,
+    REGION,
     STACKS,
     RecordingMocks,
     Resource,
@@ -23,7 +28,12 @@ from tests.infra.harness import (
 from tests.support import MIGRATIONS_DIR, REPO_ROOT
 
 FUNCTION = "aws:lambda/function:Function"
+ROLE = "aws:iam/role:Role"
+ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
+SCHEDULE = "aws:scheduler/schedule:Schedule"
 SANDBOX = ["+5511999990000", "qa@example.com"]
+# Once a day: every day at a fixed minute and hour, or a rate of one day.
+DAILY = re.compile(r"^(rate\(1 day\)|cron\(\d{1,2} \d{1,2} \* \* \? \*\))$")
 
 
 def dry_run_function(mocks: RecordingMocks) -> Resource:
@@ -32,6 +42,35 @@ def dry_run_function(mocks: RecordingMocks) -> Resource:
 
 def migrate_function(mocks: RecordingMocks) -> Resource:
     return mocks.one(FUNCTION, "migrate")
+
+
+def role_statements(mocks: RecordingMocks, role_arn: str) -> list[dict[str, Any]]:
+    """Every statement of every inline policy of the role with this ARN."""
+    roles = [r for r in mocks.of_type(ROLE) if r.outputs["arn"] == role_arn]
+    assert len(roles) == 1, f"expected one role {role_arn}, got {roles}"
+    return [
+        item
+        for policy in mocks.of_type(ROLE_POLICY)
+        if policy.inputs["role"] == roles[0].id
+        for item in json.loads(policy.inputs["policy"])["Statement"]
+    ]
+
+
+def stack_database(stack: str, mocks: RecordingMocks) -> dict[str, str]:
+    """The endpoint, cluster resource id and master secret ARN of the stack's database."""
+    config = stack_config(stack)
+    if config["micro-agent:createDatabase"] == "true":
+        cluster = mocks.one("aws:rds/cluster:Cluster").outputs
+        return {
+            "endpoint": cluster["endpoint"],
+            "cluster_resource_id": cluster["clusterResourceId"],
+            "secret_arn": cluster["masterUserSecrets"][0]["secretArn"],
+        }
+    return {
+        "endpoint": config["micro-agent:dbEndpoint"],
+        "cluster_resource_id": config["micro-agent:dbClusterResourceId"],
+        "secret_arn": config["micro-agent:dbSecretArn"],
+    }
 
 
 # --- the project and stack files -------------------------------------------------------------
@@ -72,7 +111,6 @@ def test_the_dry_run_function_is_wired_as_configured(stack: str) -> pulumi.Outpu
         assert function["architectures"] == ["arm64"]
         assert function["code"].path.endswith("build/dry_run.zip")
         assert env["MICRO_AGENT_DISPARO_ENABLED"] == "false"
-        assert env["DB_SECRET_ARN"].startswith("arn:aws:secretsmanager:")
         assert function["timeout"] == int(config["micro-agent:dryRunTimeoutSeconds"])
         assert function["memorySize"] == int(config["micro-agent:dryRunMemoryMb"])
         assert function["reservedConcurrentExecutions"] == int(
@@ -92,6 +130,62 @@ def test_environment_names_are_exactly_those_the_services_read(stack: str) -> pu
         assert set(migrate_env) == migrate_settings.DEPLOYED_ENVIRONMENT
 
     return recorded_stack(stack, check)
+
+
+# --- the database: IAM authentication for the dry-run, the master secret for the runner ------
+
+
+@pytest.mark.parametrize("stack", STACKS)
+@pulumi.runtime.test
+def test_the_dry_run_connects_by_iam_authentication_as_its_own_user(
+    stack: str,
+) -> pulumi.Output[None]:
+    user = dry_run_settings.DATABASE_ROLE
+
+    def check(mocks: RecordingMocks) -> None:
+        database = stack_database(stack, mocks)
+        function = dry_run_function(mocks).inputs
+        env = function["environment"]["variables"]
+        assert env["DB_IAM_USER"] == user
+        assert "DB_SECRET_ARN" not in env
+        assert env["DB_HOST"] == database["endpoint"]
+        assert env["DB_PORT"] == "5432"
+        assert int(env["DB_LOCK_TIMEOUT_MS"]) > 0
+        statements = role_statements(mocks, function["role"])
+        actions = {action for item in statements for action in item["Action"]}
+        assert not {a for a in actions if a.startswith("secretsmanager:")}
+        connects = [item["Resource"] for item in statements if "rds-db:connect" in item["Action"]]
+        assert connects == [
+            [f"arn:aws:rds-db:{REGION}:{ACCOUNT}:dbuser:{database['cluster_resource_id']}/{user}"]
+        ]
+
+    return recorded_stack(stack, check)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+@pulumi.runtime.test
+def test_only_the_migration_runner_reads_the_master_secret(stack: str) -> pulumi.Output[None]:
+    def check(mocks: RecordingMocks) -> None:
+        secret_arn = stack_database(stack, mocks)["secret_arn"]
+        runner = migrate_function(mocks).inputs
+        assert runner["environment"]["variables"]["DB_SECRET_ARN"] == secret_arn
+        runner_role = next(r for r in mocks.of_type(ROLE) if r.outputs["arn"] == runner["role"])
+        readers = [
+            (policy.inputs["role"], item["Resource"])
+            for policy in mocks.of_type(ROLE_POLICY)
+            for item in json.loads(policy.inputs["policy"])["Statement"]
+            if any(action.startswith("secretsmanager:") for action in item["Action"])
+        ]
+        assert readers == [(runner_role.id, [secret_arn])]
+
+    return recorded_stack(stack, check)
+
+
+def test_the_dry_run_database_user_is_one_the_migrations_create() -> None:
+    user = dry_run_settings.DATABASE_ROLE
+    sql = "\n".join(path.read_text() for path in sorted(MIGRATIONS_DIR.glob("*.sql")))
+    assert re.search(rf'CREATE ROLE "?{user}\b', sql)
+    assert re.search(rf'GRANT rds_iam TO "?{user}\b', sql)
 
 
 @pulumi.runtime.test
@@ -215,9 +309,10 @@ def test_dev_references_its_database_from_config() -> pulumi.Output[None]:
 
     def check(mocks: RecordingMocks) -> None:
         assert mocks.of_type("aws:rds/cluster:Cluster") == []
-        env = dry_run_function(mocks).inputs["environment"]["variables"]
-        assert env["DB_SECRET_ARN"] == config["micro-agent:dbSecretArn"]
-        assert env["DB_HOST"] == config["micro-agent:dbEndpoint"]
+        dry_run_env = dry_run_function(mocks).inputs["environment"]["variables"]
+        migrate_env = migrate_function(mocks).inputs["environment"]["variables"]
+        assert migrate_env["DB_SECRET_ARN"] == config["micro-agent:dbSecretArn"]
+        assert dry_run_env["DB_HOST"] == migrate_env["DB_HOST"] == config["micro-agent:dbEndpoint"]
 
     return recorded_stack("dev", check)
 
@@ -234,6 +329,7 @@ def test_a_created_aurora_cluster_is_hardened(stack: str) -> pulumi.Output[None]
         assert cluster["backupRetentionPeriod"] >= 7
         assert cluster["enabledCloudwatchLogsExports"] == ["postgresql"]
         assert "serverlessv2ScalingConfiguration" in cluster
+        assert cluster["port"] == 5432
         assert cluster["deletionProtection"] is (stack == "prod")
         assert cluster["skipFinalSnapshot"] is (stack != "prod")
         subnets = mocks.one("aws:rds/subnetGroup:SubnetGroup").inputs["subnetIds"]
@@ -241,7 +337,7 @@ def test_a_created_aurora_cluster_is_hardened(stack: str) -> pulumi.Output[None]
         assert mocks.one("aws:rds/clusterInstance:ClusterInstance").inputs["instanceClass"] == (
             "db.serverless"
         )
-        env = dry_run_function(mocks).inputs["environment"]["variables"]
+        env = migrate_function(mocks).inputs["environment"]["variables"]
         assert env["DB_SECRET_ARN"].endswith("secret:rds!cluster-1")
 
     return recorded_stack(stack, check)
@@ -263,14 +359,55 @@ def test_the_schedule_exists_only_where_configured(
     stack: str, schedules: int
 ) -> pulumi.Output[None]:
     def check(mocks: RecordingMocks) -> None:
-        found = mocks.of_type("aws:scheduler/schedule:Schedule")
+        dry_run_arn = dry_run_function(mocks).outputs["arn"]
+        found = [s for s in mocks.of_type(SCHEDULE) if s.inputs["target"]["arn"] == dry_run_arn]
         assert len(found) == schedules
         for schedule in found:
             target = schedule.inputs["target"]
             assert json.loads(target["input"]) == {"tenantId": "test-001", "batchSize": 50}
-            assert target["arn"].endswith(dry_run_function(mocks).inputs["name"])
 
     return recorded_stack(stack, check)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+@pulumi.runtime.test
+def test_ledger_maintenance_runs_daily_on_the_migration_runner(stack: str) -> pulumi.Output[None]:
+    def check(mocks: RecordingMocks) -> None:
+        runner_arn = migrate_function(mocks).outputs["arn"]
+        found = [s for s in mocks.of_type(SCHEDULE) if s.inputs["target"]["arn"] == runner_arn]
+        assert len(found) == 1
+        schedule = found[0].inputs
+        assert json.loads(schedule["target"]["input"]) == {"action": "maintain"}
+        assert DAILY.match(schedule["scheduleExpression"]), schedule["scheduleExpression"]
+        assert schedule.get("state", "ENABLED") == "ENABLED"
+        grants = [
+            (item["Effect"], item["Action"], item["Resource"])
+            for item in role_statements(mocks, schedule["target"]["roleArn"])
+        ]
+        assert grants == [("Allow", ["lambda:InvokeFunction"], [runner_arn])]
+
+    return recorded_stack(stack, check)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+@pulumi.runtime.test
+def test_the_runner_keeps_the_configured_ledger_retention(stack: str) -> pulumi.Output[None]:
+    config = stack_config(stack)
+
+    def check(mocks: RecordingMocks) -> None:
+        env = migrate_function(mocks).inputs["environment"]["variables"]
+        assert env["LEDGER_RETENTION_DAYS"] == config["micro-agent:ledgerRetentionDays"]
+
+    return recorded_stack(stack, check)
+
+
+@pulumi.runtime.test
+def test_a_longer_ledger_retention_reaches_the_runner() -> pulumi.Output[None]:
+    def check(mocks: RecordingMocks, components: dict[str, Any]) -> None:
+        env = migrate_function(mocks).inputs["environment"]["variables"]
+        assert env["LEDGER_RETENTION_DAYS"] == "731"
+
+    return run_stack("prod", check, ledgerRetentionDays=731)
 
 
 @pulumi.runtime.test
@@ -344,11 +481,15 @@ def test_an_uploaded_artifact_key_replaces_the_local_zip() -> pulumi.Output[None
         ({"vpcSubnetIds": ["subnet-0de0000000000a01"]}, "vpcSubnetIds: expected at least two"),
         ({"vpcSecurityGroupIds": []}, "vpcSecurityGroupIds: expected at least one"),
         ({"dbSecretArn": ""}, "dbSecretArn: expected the ARN"),
+        ({"dbClusterResourceId": ""}, "dbClusterResourceId: expected the referenced cluster's"),
+        ({"dbClusterResourceId": "cluster-*"}, "dbClusterResourceId: expected the referenced"),
+        ({"dbClusterResourceId": "cluster-abc123"}, "dbClusterResourceId: expected"),
         ({"createDatabase": True, "dbBackupRetentionDays": 3}, "dbBackupRetentionDays"),
         ({"dbMinCapacity": "0.3"}, "dbMinCapacity: expected ACUs"),
         ({"dryRunTimeoutSeconds": 901}, "dryRunTimeoutSeconds: expected an integer from 1"),
         ({"asyncMaxRetryAttempts": 3}, "asyncMaxRetryAttempts: expected an integer from 0 to 2"),
         ({"scheduleTenants": ["bad tenant"]}, "scheduleTenants: not tenant ids"),
+        ({"ledgerRetentionDays": 34}, "ledgerRetentionDays: expected at least 35 days"),
     ],
 )
 @pulumi.runtime.test
@@ -360,3 +501,11 @@ def test_bad_stack_settings_fail_with_one_line_naming_the_key(
     with pytest.raises(StackConfigError, match=message) as caught:
         run_stack("dev", lambda mocks, components: None, **overrides)
     assert "\n" not in str(caught.value)
+
+
+def test_the_maintenance_action_is_one_the_migrate_handler_accepts() -> None:
+    from migrate.handler import ACTIONS
+
+    maintenance = importlib.import_module("maintenance")  # the program's module (pulumi/)
+
+    assert maintenance.MAINTENANCE_INPUT["action"] in ACTIONS
