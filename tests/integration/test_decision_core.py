@@ -48,6 +48,7 @@ def invoke(url: str, event: dict[str, Any], now: datetime = NOON) -> dict[str, A
         return handler.handle(event, LocalLambdaContext(), deps=deps, clock=lambda: now)
     finally:
         deps.close()
+        handler.metrics.clear_metrics()  # lambda_handler would have flushed them
 
 
 def bulk_leads(url: str, tenant_id: str, count: int, *, email_only: bool = False) -> None:
@@ -220,7 +221,7 @@ def test_the_due_leads_query_reads_about_the_batch_whatever_the_history(migrated
         # WHEN the next 100 are picked, under EXPLAIN ANALYZE
         plan = conn.execute(
             ("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + leads._PICK).encode(),
-            {"tenant": "t-1", "mode": "dry_run", "limit": 100},
+            {"tenant": "t-1", "mode": "dry_run", "limit": 100, "taken": []},
         ).fetchone()[0][0]  # type: ignore[index]
         conn.rollback()
 
@@ -575,3 +576,28 @@ def test_a_session_carries_its_timeouts_and_keepalives(migrated_db: str) -> None
     assert settings == ("10s", "1500ms", "30s", "UTC")
     assert "keepalives=1" in dsn
     assert "keepalives_idle=30" in dsn
+
+
+def test_suppressed_leads_are_parked_and_the_batch_is_filled_with_due_ones(
+    migrated_db: str,
+) -> None:
+    # GIVEN the 6 oldest leads are opted out or customers, and 10 due leads come after them
+    with psycopg.connect(migrated_db) as conn:
+        insert_tenant(conn, "t-1")
+        insert_leads(conn, "t-1", 3, opted_out_at=NOON - timedelta(days=3))
+        insert_leads(conn, "t-1", 3, stage="customer")
+        due = insert_leads(conn, "t-1", 10)
+
+    # WHEN a run of 8 starts
+    response = invoke(migrated_db, {"tenantId": "t-1", "batchSize": 8})
+
+    # THEN it decides the 8 oldest due leads, records nothing for the suppressed ones and
+    # parks them, so a later run takes the remaining due leads without meeting them again
+    assert [d["leadId"] for d in response["decisions"]] == due[:8]
+    assert scalar(migrated_db, "SELECT count(*) FROM dry_run_log") == 8
+    parked = scalar(
+        migrated_db, "SELECT count(*) FROM lead_due WHERE mode = 'dry_run' AND due_at = 'infinity'"
+    )
+    assert parked == 6
+    later = invoke(migrated_db, {"tenantId": "t-1", "batchSize": 8}, NOON + timedelta(minutes=5))
+    assert [d["leadId"] for d in later["decisions"]] == due[8:]

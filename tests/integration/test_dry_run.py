@@ -35,6 +35,8 @@ def db(migrated_db: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     monkeypatch.delenv("DB_SECRET_ARN", raising=False)
     monkeypatch.delenv("MICRO_AGENT_DISPARO_ENABLED", raising=False)
     handler.reset()
+    # Metrics added by handle() outside lambda_handler are flushed by the next lambda_handler.
+    handler.metrics.clear_metrics()
     yield migrated_db
     handler.reset()
 

@@ -62,6 +62,7 @@ FROM lead_due d
 JOIN leads l ON l.id = d.lead_id
 LEFT JOIN lead_contact_verdicts v ON v.lead_id = d.lead_id
 WHERE d.tenant_id = %(tenant)s AND d.mode = %(mode)s AND d.ready
+  AND d.lead_id <> ALL (%(taken)s::uuid[])
 ORDER BY d.lead_created_at, d.lead_id
 LIMIT %(limit)s
 FOR UPDATE OF d SKIP LOCKED
@@ -147,12 +148,17 @@ def pick_due_leads(
     tenant_id: str,
     mode: Mode,
     batch_size: int,
+    *,
+    taken: Sequence[str] = (),
 ) -> list[DueLead]:
-    """Lock and return at most ``batch_size`` ready leads, oldest first, in one query."""
+    """Lock and return at most ``batch_size`` ready leads, oldest first, in one query.
+
+    ``taken``: leads this transaction already holds (its own locks do not make it skip them).
+    """
     with conn.cursor(row_factory=dict_row) as cursor:
         rows = cursor.execute(
             _PICK,
-            {"tenant": tenant_id, "mode": mode, "limit": batch_size},
+            {"tenant": tenant_id, "mode": mode, "limit": batch_size, "taken": list(taken)},
         ).fetchall()
     return [
         DueLead(

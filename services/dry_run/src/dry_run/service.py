@@ -28,12 +28,45 @@ from dry_run.responses import RunResult
 
 # How many waiting leads one run may make ready (see leads._PROMOTE).
 PROMOTE_LIMIT = 5_000
+# How many times a batch whose picked leads were partly suppressed is topped up.
+TOP_UP_ROUNDS = 4
 
 
 def _aware(moment: datetime) -> datetime:
     if moment.tzinfo is None:
         raise ValueError("the clock must return timezone-aware datetimes")
     return moment
+
+
+def _take_due(
+    conn: psycopg.Connection[Any], tenant_id: str, batch_size: int
+) -> tuple[list[Lead], list[tuple[str, Verdicts]]]:
+    """The batch's due leads with their verdicts applied, and the verdicts that changed.
+
+    A ready lead that turns out suppressed (opted out, excluded stage: the policy says which)
+    is not due: it is parked until it changes, and the batch is topped up with the next ready
+    leads, for a few rounds at most (each suppressed lead is parked once, so later runs do not
+    meet it again).
+    """
+    due: list[Lead] = []
+    changed: list[tuple[str, Verdicts]] = []
+    for _ in range(TOP_UP_ROUNDS):
+        wanted = batch_size - len(due)
+        picked = leads.pick_due_leads(
+            conn, tenant_id, DRY_RUN, wanted, taken=[lead.id for lead in due]
+        )
+        parked = [DueUpdate(item.lead.id, None) for item in picked if is_suppressed(item.lead)]
+        for item in picked:
+            if is_suppressed(item.lead):
+                continue
+            checked = with_verdicts(item.lead, item.verdicts)
+            due.append(checked.lead)
+            if checked.changed is not None:
+                changed.append((item.lead.id, checked.changed))
+        leads.set_due(conn, DRY_RUN, parked)
+        if not parked or len(picked) < wanted:
+            break
+    return due, changed
 
 
 def run_dry_run(
@@ -68,22 +101,9 @@ def run_dry_run(
 
         picked_at = _aware(clock())
         leads.promote_due(conn, tenant_id, DRY_RUN, picked_at, PROMOTE_LIMIT)
-        picked = leads.pick_due_leads(conn, tenant_id, DRY_RUN, batch_size)
-        due: list[Lead] = []
-        parked: list[DueUpdate] = []
-        changed: list[tuple[str, Verdicts]] = []
-        for item in picked:
-            if is_suppressed(item.lead):
-                # Not due while suppressed: parked until the lead changes, and not decided.
-                parked.append(DueUpdate(item.lead.id, None))
-                continue
-            checked = with_verdicts(item.lead, item.verdicts)
-            due.append(checked.lead)
-            if checked.changed is not None:
-                changed.append((item.lead.id, checked.changed))
+        due, changed = _take_due(conn, tenant_id, batch_size)
         leads.save_verdicts(conn, changed)
         if not due:
-            leads.set_due(conn, DRY_RUN, parked)
             return RunResult(run_id, tenant_id, True, [])
 
         leads.lock_tenant(conn, tenant_id)
@@ -100,5 +120,5 @@ def run_dry_run(
             )
             for decision, lead in zip(decisions, due, strict=True)
         ]
-        leads.set_due(conn, DRY_RUN, updates + parked)
+        leads.set_due(conn, DRY_RUN, updates)
     return RunResult(run_id, tenant_id, True, decisions, leads={lead.id: lead for lead in due})
