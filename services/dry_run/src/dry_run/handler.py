@@ -19,9 +19,10 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from dry_run import bootstrap
 from dry_run.bootstrap import Dependencies
 from dry_run.contacts import mask_email, mask_phone
+from dry_run.decision_log import write_decisions
 from dry_run.events import parse_event
 from dry_run.exceptions import InvalidEventError, LiveDispatchUnavailableError
-from dry_run.responses import RunResult, decision_json
+from dry_run.responses import RunResult
 from dry_run.service import run_dry_run
 from dry_run.settings import DISPATCH_FLAG, Settings
 
@@ -72,16 +73,18 @@ def _recipient(result: RunResult, lead_id: str, channel: str | None) -> str | No
     return mask_phone(lead.phone) if channel == "whatsapp" else mask_email(lead.email)
 
 
-def _observe(result: RunResult, settings: Settings) -> None:
-    for decision in result.decisions:
-        logger.info(
-            "decision",
-            extra={
-                **decision_json(decision),
+def _observe(result: RunResult, decisions: list[dict[str, Any]], settings: Settings) -> None:
+    write_decisions(
+        logger,
+        (
+            {
+                **as_json,
                 "to": _recipient(result, decision.lead_id, decision.channel),
                 "replayed": result.replayed,
-            },
-        )
+            }
+            for decision, as_json in zip(result.decisions, decisions, strict=True)
+        ),
+    )
     summary = result.summary()
     logger.info("summary", extra={"summary": summary, "replayed": result.replayed})
     if result.replayed:
@@ -166,8 +169,9 @@ def handle(
         metrics.add_metric(name="Errors", unit=MetricUnit.Count, value=1)
         logger.exception("dry run failed; nothing was committed")
         raise
-    _observe(result, deps.settings)
-    return result.to_response()
+    decisions = result.decisions_json()
+    _observe(result, decisions, deps.settings)
+    return result.to_response(decisions)
 
 
 def utc_now() -> datetime:

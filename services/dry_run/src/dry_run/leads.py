@@ -7,6 +7,7 @@ the tenant's size or history (migration 0010 explains the table).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any, NamedTuple, cast
@@ -69,7 +70,9 @@ FOR UPDATE OF d SKIP LOCKED
 """
 
 # Each decided lead's next due time (NULL: parked until the lead changes) and, after a send,
-# its time and key (kept with the other keys of the same local date), in one statement.
+# its time and key (kept with the other keys of the same local date), in one statement. The
+# rows travel as one JSON array: psycopg would dump five typed arrays value by value in Python
+# (~20 µs a lead), json.dumps does it in C.
 _SET_DUE = """
 UPDATE lead_due d
 SET ready = false,
@@ -80,18 +83,18 @@ SET ready = false,
         WHEN d.recent_keys_date = u.key_date THEN d.recent_keys || u.sent_key
         ELSE ARRAY[u.sent_key] END,
     recent_keys_date = coalesce(u.key_date, d.recent_keys_date)
-FROM unnest(%(ids)s::uuid[], %(due)s::timestamptz[], %(sent)s::timestamptz[],
-            %(keys)s::text[], %(dates)s::date[])
-     AS u (lead_id, due_at, sent_at, sent_key, key_date)
+FROM json_to_recordset(%(rows)s::json)
+     AS u (lead_id uuid, due_at timestamptz, sent_at timestamptz, sent_key text, key_date date)
 -- "= ANY" lets the primary key find the rows whatever the statistics say: a hash join over
 -- the whole table would make this statement cost the tenant's size.
-WHERE d.lead_id = ANY (%(ids)s::uuid[]) AND d.mode = %(mode)s AND d.lead_id = u.lead_id
+WHERE d.lead_id = ANY (string_to_array(%(ids)s, ',')::uuid[]) AND d.mode = %(mode)s
+  AND d.lead_id = u.lead_id
 """
 
 _SAVE_VERDICTS = """
 INSERT INTO lead_contact_verdicts AS v (lead_id, phone, phone_e164, email, email_normalized)
-SELECT * FROM unnest(%(ids)s::uuid[], %(phones)s::text[], %(e164)s::text[], %(emails)s::text[],
-                     %(normalized)s::text[])
+SELECT * FROM json_to_recordset(%(rows)s::json)
+     AS u (lead_id uuid, phone text, phone_e164 text, email text, email_normalized text)
 ON CONFLICT (lead_id) DO UPDATE
 SET phone = excluded.phone, phone_e164 = excluded.phone_e164, email = excluded.email,
     email_normalized = excluded.email_normalized, checked_at = now()
@@ -186,19 +189,30 @@ def pick_due_leads(
     ]
 
 
+def _iso(moment: datetime | date | None) -> str | None:
+    return None if moment is None else moment.isoformat()
+
+
 def set_due(conn: psycopg.Connection[Any], mode: Mode, updates: Sequence[DueUpdate]) -> None:
     """Record each lead's next due time, in one statement."""
     if not updates:
         return
+    rows = [
+        {
+            "lead_id": update.lead_id,
+            "due_at": _iso(update.due_at),
+            "sent_at": _iso(update.sent_at),
+            "sent_key": update.sent_key,
+            "key_date": _iso(update.key_date),
+        }
+        for update in updates
+    ]
     conn.execute(
         _SET_DUE,
         {
             "mode": mode,
-            "ids": [update.lead_id for update in updates],
-            "due": [update.due_at for update in updates],
-            "sent": [update.sent_at for update in updates],
-            "keys": [update.sent_key for update in updates],
-            "dates": [update.key_date for update in updates],
+            "rows": json.dumps(rows),
+            "ids": ",".join(update.lead_id for update in updates),
         },
     )
 
@@ -207,13 +221,5 @@ def save_verdicts(conn: psycopg.Connection[Any], verdicts: Sequence[tuple[str, V
     """Store the contact verdicts that changed, in one statement."""
     if not verdicts:
         return
-    conn.execute(
-        _SAVE_VERDICTS,
-        {
-            "ids": [lead_id for lead_id, _ in verdicts],
-            "phones": [v.phone for _, v in verdicts],
-            "e164": [v.phone_e164 for _, v in verdicts],
-            "emails": [v.email for _, v in verdicts],
-            "normalized": [v.email_normalized for _, v in verdicts],
-        },
-    )
+    rows = [{"lead_id": lead_id, **verdict._asdict()} for lead_id, verdict in verdicts]
+    conn.execute(_SAVE_VERDICTS, {"rows": json.dumps(rows)})

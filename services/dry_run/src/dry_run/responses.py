@@ -40,13 +40,20 @@ class RunResult:
             "byReason": dict(sorted(by_reason.items())),
         }
 
-    def to_response(self) -> dict[str, Any]:
-        """The invocation's response, as shared/DOMAIN.md defines it."""
+    def decisions_json(self) -> list[dict[str, Any]]:
+        """The decisions as they appear in the response."""
+        return [decision_json(decision) for decision in self.decisions]
+
+    def to_response(self, decisions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """The invocation's response, as shared/DOMAIN.md defines it.
+
+        ``decisions``: ``decisions_json()`` when the caller already built it.
+        """
         return {
             "runId": self.run_id,
             "tenantId": self.tenant_id,
             "dryRun": self.dry_run,
-            "decisions": [decision_json(decision) for decision in self.decisions],
+            "decisions": self.decisions_json() if decisions is None else decisions,
             "summary": self.summary(),
         }
 
