@@ -601,3 +601,39 @@ def test_suppressed_leads_are_parked_and_the_batch_is_filled_with_due_ones(
     assert parked == 6
     later = invoke(migrated_db, {"tenantId": "t-1", "batchSize": 8}, NOON + timedelta(minutes=5))
     assert [d["leadId"] for d in later["decisions"]] == due[8:]
+
+
+def test_a_run_takes_its_leads_while_another_run_decides(migrated_db: str) -> None:
+    # GIVEN 30 leads and an overlapping run in its decide-and-record section (tenant lock held)
+    with psycopg.connect(migrated_db) as conn:
+        insert_tenant(conn, "t-1")
+        insert_leads(conn, "t-1", 30)
+    deciding = psycopg.connect(migrated_db)
+    leads.lock_tenant(deciding, "t-1")
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        result["response"] = invoke(migrated_db, {"tenantId": "t-1", "batchSize": 10})
+
+    # WHEN another run starts meanwhile
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        # THEN it has already taken (locked) its 10 leads while it waits for the short section:
+        # a third run sees only the other 20
+        for _ in range(200):
+            with psycopg.connect(migrated_db) as probe:
+                free = probe.execute(
+                    "SELECT count(*) FROM (SELECT 1 FROM lead_due WHERE tenant_id = 't-1' "
+                    "AND mode = 'dry_run' AND ready FOR UPDATE SKIP LOCKED) x"
+                ).fetchone()[0]  # type: ignore[index]
+            if free == 20:
+                break
+            threading.Event().wait(0.05)
+        assert free == 20
+        assert thread.is_alive(), "it waits for the tenant's decide section, as it must"
+    finally:
+        deciding.rollback()
+        deciding.close()
+        thread.join(timeout=30)
+    assert len(result["response"]["decisions"]) == 10
