@@ -12,7 +12,8 @@ from dry_run.decision_log import write_decisions
 
 def _logger(level: str) -> tuple[Logger, io.StringIO]:
     stream = io.StringIO()
-    logger = Logger(service="svc-under-test", level=level, stream=stream)
+    # Powertools configures the named logging.Logger once per service name: one name a level.
+    logger = Logger(service=f"svc-{level.lower()}", level=level, stream=stream)
     logger.append_keys(tenantId="t-1", runId="r-1")
     return logger, stream
 
@@ -26,7 +27,7 @@ def test_each_decision_is_one_json_line_with_the_loggers_keys() -> None:
     assert written == 2
     assert [line["leadId"] for line in lines] == ["a", "b"]
     assert all(line["message"] == "decision" and line["level"] == "INFO" for line in lines)
-    assert all(line["service"] == "svc-under-test" for line in lines)
+    assert all(line["service"] == "svc-info" for line in lines)
     assert all((line["tenantId"], line["runId"]) == ("t-1", "r-1") for line in lines)
     assert all("%(" not in json.dumps(line) for line in lines)
 
