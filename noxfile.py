@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 
@@ -66,6 +67,21 @@ def tests(session: nox.Session) -> None:
     """Run the test suite (unit, integration on real PostgreSQL, infra); posargs go to pytest."""
     install(session, "test")
     session.run("pytest", *session.posargs)
+
+
+@nox.session(name="tests-pg16", default=False)
+def tests_pg16(session: nox.Session) -> None:
+    """Run the integration tests on embedded PostgreSQL 16, Aurora's major version."""
+    # A DATABASE_URL the caller set still wins: the tests then run on that server, whatever
+    # its version, exactly as `nox -s tests` does.
+    if os.environ.get("DATABASE_URL", "").strip():
+        session.warn("DATABASE_URL is set: the tests run on that server, not on PostgreSQL 16")
+    install(session, "test")
+    session.run(
+        "pytest",
+        *(session.posargs or ["-m", "integration"]),
+        env={"MICRO_AGENT_EMBEDDED_PG": "16"},
+    )
 
 
 @nox.session

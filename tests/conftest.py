@@ -1,5 +1,8 @@
 """Shared fixtures: a real PostgreSQL (embedded unless DATABASE_URL is set) and fake AWS.
 
+The embedded server is PostgreSQL 18, or 16 with ``MICRO_AGENT_EMBEDDED_PG=16`` (``nox -s
+tests-pg16``).
+
 The suite only ever touches databases it created itself (``test_<hex>``), and drops them.
 """
 
@@ -8,12 +11,13 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 
 import psycopg
 import pytest
 from psycopg import sql
 
-from devtools.localdb import embedded_server, with_database
+from devtools.localdb import EmbeddedServerError, embedded_server, with_database
 from migrate.runner import Runner
 from tests.support import MIGRATIONS_DIR
 
@@ -25,7 +29,11 @@ def pg_admin_url() -> Iterator[str]:
     if configured:
         yield configured
         return
-    with embedded_server() as url:
+    with ExitStack() as stack:
+        try:
+            url = stack.enter_context(embedded_server())
+        except EmbeddedServerError as exc:  # a bad MICRO_AGENT_EMBEDDED_PG: say so once
+            pytest.exit(str(exc), returncode=2)
         yield url
 
 

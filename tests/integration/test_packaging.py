@@ -102,6 +102,15 @@ def test_the_artifact_holds_the_handler_precompiled_and_nothing_stray(
         assert "migrations/expected_schema.toml" in archive.namelist()
 
 
+def test_both_artifacts_ship_the_rds_ca_bundle(built: tuple[Path, dict[str, Any]]) -> None:
+    build_dir, _ = built
+    bundle = (REPO_ROOT / "libs/pgconn/src/pgconn/rds-global-bundle.pem").read_bytes()
+
+    for name in SERVICES:
+        with zipfile.ZipFile(build_dir / f"{name}.zip") as archive:
+            assert archive.read("pgconn/rds-global-bundle.pem") == bundle, name
+
+
 def _zip(path: Path, files: dict[str, bytes]) -> Path:
     with zipfile.ZipFile(path, "w") as archive:
         for name, data in files.items():
