@@ -637,3 +637,41 @@ def test_a_run_takes_its_leads_while_another_run_decides(migrated_db: str) -> No
         deciding.close()
         thread.join(timeout=30)
     assert len(result["response"]["decisions"]) == 10
+
+
+def test_the_ledgers_copy_keeps_every_character_of_every_field(migrated_db: str) -> None:
+    from dry_run import ledger
+    from dry_run.policy import Decision, Rejection
+
+    # GIVEN decisions whose text holds COPY's special characters, NULLs and a deferral
+    with psycopg.connect(migrated_db) as conn:
+        insert_tenant(conn, "t-1")
+        first, second = insert_leads(conn, "t-1", 2)
+    awkward = "tab\there\nnew line \\ back\\slash\r"
+    decisions = [
+        Decision(
+            first,
+            "skipped",
+            awkward,
+            local_date=NOON.date(),
+            details=(Rejection("email", "no_consent"),),
+        ),
+        Decision(
+            second,
+            "deferred",
+            "quiet_hours",
+            "whatsapp",
+            "first_touch_v1",
+            not_before=NOON + timedelta(hours=3),
+            local_date=NOON.date(),
+        ),
+    ]
+
+    # WHEN they are recorded and read back
+    with psycopg.connect(migrated_db) as conn:
+        ledger.record(conn, "run\\1", "t-1", decisions, flag_enabled=False, decided_at=NOON)
+        conn.commit()
+        replayed = ledger.read_run(conn, "t-1", "run\\1")
+
+    # THEN nothing changed on the way
+    assert replayed == decisions

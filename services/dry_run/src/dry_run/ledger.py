@@ -122,6 +122,43 @@ def _details_text(details: tuple[Rejection, ...]) -> str:
     return json.dumps(rejections_json(details))
 
 
+# COPY's text format: a field is escaped for backslash, tab, newline and carriage return, and
+# NULL is \N. Rows are formatted here and sent in one write: psycopg's write_row adapts each
+# value on its own (~17 µs a row, measured), a formatted line costs ~2 µs. Every text value is
+# escaped, though ids, keys and enums never hold those characters.
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_NULL = "\\N"
+
+
+def _field(value: str | None) -> str:
+    return _NULL if value is None else value.translate(_COPY_ESCAPES)
+
+
+def copy_line(
+    run_id: str, tenant_id: str, decision: Decision, *, flag_enabled: bool, decided_at: str
+) -> str:
+    """One ``dry_run_log`` row in COPY text format, the columns in ``_COPY``'s order."""
+    not_before = decision.not_before
+    local_date = decision.local_date
+    return "\t".join(
+        (
+            run_id,
+            tenant_id,
+            _field(decision.lead_id),
+            _field(decision.channel),
+            _field(decision.action),
+            _field(decision.reason),
+            _field(decision.dispatch_key),
+            _field(decision.template),
+            "t" if flag_enabled else "f",
+            _NULL if not_before is None else not_before.isoformat(),
+            _field(_details_text(decision.details)),
+            decided_at,
+            _NULL if local_date is None else local_date.isoformat(),
+        )
+    )
+
+
 def record(
     conn: psycopg.Connection[Any],
     run_id: str,
@@ -134,22 +171,12 @@ def record(
     """Write one row per decision with a single COPY (inside the caller's transaction)."""
     if not decisions:
         return
+    run = _field(run_id)
+    tenant = _field(tenant_id)
+    moment = decided_at.isoformat()
+    lines = [
+        copy_line(run, tenant, decision, flag_enabled=flag_enabled, decided_at=moment)
+        for decision in decisions
+    ]
     with conn.cursor() as cursor, cursor.copy(_COPY) as copy:
-        for decision in decisions:
-            copy.write_row(
-                (
-                    run_id,
-                    tenant_id,
-                    decision.lead_id,
-                    decision.channel,
-                    decision.action,
-                    decision.reason,
-                    decision.dispatch_key,
-                    decision.template,
-                    flag_enabled,
-                    decision.not_before,
-                    _details_text(decision.details),
-                    decided_at,
-                    decision.local_date,
-                )
-            )
+        copy.write("\n".join(lines) + "\n")
