@@ -10,8 +10,12 @@
 -- Other services INSERT and UPDATE leads with plain SQL: the triggers below keep this table
 -- right. A new lead is due at once; a lead whose contact data, consent, opt-out, stage or zone
 -- changes is ready to be examined again (the decision rules still apply the cooldown).
+-- No foreign key to leads: a run updates each row twice in one transaction (made ready, then
+-- decided), and PostgreSQL re-checks a foreign key on a row its own transaction wrote, which
+-- cost 36 ms per 1,000 leads (EXPLAIN ANALYZE). The rows are created by the insert trigger
+-- and erased by the delete trigger below, so none can be orphaned.
 CREATE TABLE lead_due (
-    lead_id         uuid NOT NULL REFERENCES leads (id) ON DELETE CASCADE,
+    lead_id         uuid NOT NULL,
     mode            text NOT NULL CHECK (mode IN ('dry_run', 'live')),
     tenant_id       text NOT NULL,
     lead_created_at timestamptz NOT NULL,
@@ -28,6 +32,19 @@ CREATE TABLE lead_due (
 CREATE INDEX lead_due_ready_idx
     ON lead_due (tenant_id, mode, lead_created_at, lead_id) WHERE ready;
 CREATE INDEX lead_due_waiting_idx ON lead_due (tenant_id, mode, due_at) WHERE NOT ready;
+
+-- Each lead's contact verdicts: its phone in E.164 and its email normalised, or NULL when the
+-- value is invalid, next to the raw value they were computed from. A run validates only the
+-- values that changed since (phonenumbers and email-validator cost 20-100 µs a value); erasing
+-- a lead erases its verdicts (the delete trigger below).
+CREATE TABLE lead_contact_verdicts (
+    lead_id          uuid PRIMARY KEY,
+    phone            text,
+    phone_e164       text,
+    email            text,
+    email_normalized text,
+    checked_at       timestamptz NOT NULL DEFAULT now()
+);
 
 -- No lead may be written while the state is built from history and the triggers come in.
 LOCK TABLE leads IN SHARE ROW EXCLUSIVE MODE;
@@ -107,9 +124,31 @@ BEGIN
     RETURN NULL;
 END $$;
 
+-- Erasing a lead (LGPD) erases the agent's state about it: its due rows first (a run holding
+-- them is waited for), then its contact verdicts, so a verdict that run saved goes too.
+CREATE FUNCTION lead_due_on_leads_delete() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+BEGIN
+    DELETE FROM lead_due WHERE lead_id IN (SELECT id FROM deleted_leads);
+    DELETE FROM lead_contact_verdicts WHERE lead_id IN (SELECT id FROM deleted_leads);
+    RETURN NULL;
+END $$;
+
+CREATE FUNCTION lead_due_on_leads_truncate() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+BEGIN
+    TRUNCATE lead_due, lead_contact_verdicts;
+    RETURN NULL;
+END $$;
+
 CREATE TRIGGER leads_lead_due_insert
     AFTER INSERT ON leads REFERENCING NEW TABLE AS inserted_leads
     FOR EACH STATEMENT EXECUTE FUNCTION lead_due_on_leads_insert();
 CREATE TRIGGER leads_lead_due_update
     AFTER UPDATE ON leads REFERENCING OLD TABLE AS previous_leads NEW TABLE AS updated_leads
     FOR EACH STATEMENT EXECUTE FUNCTION lead_due_on_leads_update();
+CREATE TRIGGER leads_lead_due_delete
+    AFTER DELETE ON leads REFERENCING OLD TABLE AS deleted_leads
+    FOR EACH STATEMENT EXECUTE FUNCTION lead_due_on_leads_delete();
+CREATE TRIGGER leads_lead_due_truncate
+    AFTER TRUNCATE ON leads FOR EACH STATEMENT EXECUTE FUNCTION lead_due_on_leads_truncate();

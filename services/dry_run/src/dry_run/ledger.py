@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -127,11 +128,15 @@ def _details_text(details: tuple[Rejection, ...]) -> str:
 # value on its own (~17 µs a row, measured), a formatted line costs ~2 µs. Every text value is
 # escaped, though ids, keys and enums never hold those characters.
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_NEEDS_ESCAPE = re.compile(r"[\\\t\n\r]")
 _NULL = "\\N"
 
 
 def _field(value: str | None) -> str:
-    return _NULL if value is None else value.translate(_COPY_ESCAPES)
+    if value is None:
+        return _NULL
+    # A search is ~10x cheaper than translate, and almost no value needs escaping.
+    return value.translate(_COPY_ESCAPES) if _NEEDS_ESCAPE.search(value) else value
 
 
 def copy_line(
