@@ -36,13 +36,21 @@ def _timestamp() -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(now)) + f",{int(now % 1 * 1000):03d}+0000"
 
 
+def _line(prefix: str, decision: Mapping[str, Any]) -> str:
+    body = json.dumps(decision, default=str)
+    return f"{prefix}, {body[1:]}" if body != "{}" else f"{prefix}}}"
+
+
 def write_decisions(logger: Logger, decisions: Iterable[Mapping[str, Any]]) -> int:
     """Write one ``"message": "decision"`` line per item; return how many were written."""
     if logger.log_level > logging.INFO:
         return 0
     head = {"level": "INFO", "location": LOCATION, "message": "decision", "timestamp": _timestamp()}
     common = {**head, **_common_keys(logger)}
-    lines = [json.dumps({**common, **decision}, default=str) for decision in decisions]
+    # The keys every line shares are serialised once; each line appends its decision's own
+    # (their names never collide: a decision's are camelCase fields of the response).
+    prefix = json.dumps(common, default=str)[:-1]
+    lines = [_line(prefix, decision) for decision in decisions]
     if lines:
         stream = logger.registered_handler.stream  # type: ignore[attr-defined]
         stream.write("\n".join(lines) + "\n")
