@@ -619,17 +619,23 @@ def test_a_run_takes_its_leads_while_another_run_decides(migrated_db: str) -> No
     thread = threading.Thread(target=run)
     thread.start()
     try:
-        # THEN it has already taken (locked) its 10 leads while it waits for the short section:
-        # a third run sees only the other 20
-        for _ in range(200):
-            with psycopg.connect(migrated_db) as probe:
-                free = probe.execute(
-                    "SELECT count(*) FROM (SELECT 1 FROM lead_due WHERE tenant_id = 't-1' "
-                    "AND mode = 'dry_run' AND ready FOR UPDATE SKIP LOCKED) x"
-                ).fetchone()[0]  # type: ignore[index]
-            if free == 20:
+        # THEN once it waits for the tenant's short section, it has already taken (locked) its
+        # 10 leads: a third run sees only the other 20. (Probing before it waits would lock
+        # the rows under it, so the probe waits for the wait first.)
+        for _ in range(400):
+            waiting = scalar(
+                migrated_db,
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock' AND wait_event = 'advisory'",
+            )
+            if waiting or not thread.is_alive():
                 break
-            threading.Event().wait(0.05)
+            threading.Event().wait(0.025)
+        with psycopg.connect(migrated_db) as probe:
+            free = probe.execute(
+                "SELECT count(*) FROM (SELECT 1 FROM lead_due WHERE tenant_id = 't-1' "
+                "AND mode = 'dry_run' AND ready FOR UPDATE SKIP LOCKED) x"
+            ).fetchone()[0]  # type: ignore[index]
         assert free == 20
         assert thread.is_alive(), "it waits for the tenant's decide section, as it must"
     finally:
