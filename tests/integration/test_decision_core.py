@@ -681,3 +681,39 @@ def test_the_ledgers_copy_keeps_every_character_of_every_field(migrated_db: str)
 
     # THEN nothing changed on the way
     assert replayed == decisions
+
+
+# --- caps from send counts --------------------------------------------------------------------
+
+
+def test_the_caps_count_exactly_to_the_second_at_a_windows_edge(migrated_db: str) -> None:
+    from dry_run import ledger
+
+    # GIVEN email sends recorded at 12:00:30, 12:00:50 and 12:20:00 (São Paulo), one a lead
+    with psycopg.connect(migrated_db) as conn:
+        insert_tenant(conn, "t-1")
+        insert_leads(conn, "t-1", 3, whatsapp_opt_in=False)
+    sends = [
+        NOON + timedelta(seconds=30),
+        NOON + timedelta(seconds=50),
+        NOON + timedelta(minutes=20),
+    ]
+    for index, moment in enumerate(sends):
+        invoke(migrated_db, {"tenantId": "t-1", "batchSize": 1, "runId": f"s-{index}"}, moment)
+
+    def usage_at(moment: datetime) -> tuple[int, datetime | None, int]:
+        with psycopg.connect(migrated_db) as conn:
+            email = ledger.channel_usage(conn, "t-1", moment)["email"]
+        return email.hour_count, email.hour_oldest, email.day_count
+
+    # WHEN the caps are read around the hour window's edge
+    # THEN a send counts while it is inside the window, to the second, and the oldest in the
+    # window is the one that leaves it next
+    assert usage_at(NOON + timedelta(hours=1, seconds=10)) == (3, sends[0], 3)
+    assert usage_at(NOON + timedelta(hours=1, seconds=40)) == (2, sends[1], 3)
+    assert usage_at(NOON + timedelta(hours=1, seconds=55)) == (1, sends[2], 3)
+    assert usage_at(NOON + timedelta(days=1, seconds=40)) == (0, None, 2)
+    # and the counts agree with the ledger itself
+    assert scalar(migrated_db, "SELECT sum(sends) FROM send_counts") == scalar(
+        migrated_db, "SELECT count(*) FROM dry_run_log WHERE action = 'would_send'"
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -12,11 +13,12 @@ from typing import Any, NamedTuple, cast
 import psycopg
 from psycopg.rows import dict_row
 
-from dry_run.policy import DAY, Channel, ChannelUsage, Decision, Rejection
+from dry_run.policy import DAY, HOUR, Channel, ChannelUsage, Decision, Rejection
 
 # Local dates run from UTC-12 to UTC+14: a window of instants starts no earlier than this many
 # days before its first UTC date, which lets the partitions outside it be pruned.
 _ZONE_SLACK = timedelta(days=1)
+MINUTE = timedelta(minutes=1)
 
 # Claims the runId for this tenant in the run's transaction. A concurrent claim of the same id
 # waits for this transaction: then it sees the owner, and replays or refuses.
@@ -27,18 +29,39 @@ RETURNING tenant_id
 """
 _RUN_OWNER = "SELECT tenant_id FROM runs WHERE run_id = %s"
 
-# The tenant's intended sends per channel in the rolling hour and day before `now`: every
-# committed one, including those an overlapping run recorded with a clock ahead of ours.
+# The tenant's intended sends per channel in the rolling hour and day before `now`, counting
+# every committed one (including those an overlapping run recorded with a clock ahead of ours):
+# the whole minutes inside each window from send_counts, and each window's first, partial
+# minute from the ledger itself (at most a minute of sends), so the count is exact.
 _USAGE = """
-SELECT channel,
-       count(*) FILTER (WHERE decided_at > %(now)s - interval '1 hour') AS hour_count,
-       min(decided_at) FILTER (WHERE decided_at > %(now)s - interval '1 hour') AS hour_oldest,
-       count(*) AS day_count,
-       min(decided_at) AS day_oldest
-FROM dry_run_log
-WHERE tenant_id = %(tenant)s AND action = 'would_send'
-  AND decided_at > %(now)s - interval '1 day' AND local_date >= %(since)s
+SELECT channel, 'minutes' AS part,
+       coalesce(sum(sends) FILTER (WHERE minute > %(hour_start)s), 0) AS hour_count,
+       min(first_at) FILTER (WHERE minute > %(hour_start)s) AS hour_oldest,
+       sum(sends) AS day_count,
+       min(first_at) AS day_oldest
+FROM send_counts
+WHERE tenant_id = %(tenant)s AND mode = 'dry_run' AND minute > %(day_start)s
 GROUP BY channel
+UNION ALL
+SELECT channel, 'edges',
+       count(*) FILTER (WHERE decided_at > %(hour_start)s AND decided_at < %(hour_edge)s),
+       min(decided_at) FILTER (WHERE decided_at > %(hour_start)s AND decided_at < %(hour_edge)s),
+       count(*) FILTER (WHERE decided_at > %(day_start)s AND decided_at < %(day_edge)s),
+       min(decided_at) FILTER (WHERE decided_at > %(day_start)s AND decided_at < %(day_edge)s)
+FROM dry_run_log
+WHERE tenant_id = %(tenant)s AND action = 'would_send' AND local_date >= %(since)s
+  AND ((decided_at > %(hour_start)s AND decided_at < %(hour_edge)s)
+       OR (decided_at > %(day_start)s AND decided_at < %(day_edge)s))
+GROUP BY channel
+"""
+
+# This batch's sends, added to their minute (under the tenant's lock, with the ledger rows).
+_COUNT_SENDS = """
+INSERT INTO send_counts AS c (tenant_id, mode, channel, minute, sends, first_at)
+SELECT %(tenant)s, 'dry_run', u.channel, %(minute)s, u.sends, %(at)s
+FROM json_to_recordset(%(rows)s::json) AS u (channel text, sends integer)
+ON CONFLICT (tenant_id, mode, channel, minute) DO UPDATE
+SET sends = c.sends + excluded.sends, first_at = least(c.first_at, excluded.first_at)
 """
 
 _RUN = """
@@ -76,19 +99,55 @@ def claim_run(conn: psycopg.Connection[Any], run_id: str, tenant_id: str, mode: 
     return RunClaim(False, str(row[0]))
 
 
+def _minute(moment: datetime) -> datetime:
+    return moment.replace(second=0, microsecond=0)
+
+
 def channel_usage(
     conn: psycopg.Connection[Any], tenant_id: str, now: datetime
 ) -> dict[Channel, ChannelUsage]:
-    """Count the ledger's sends per channel inside the rate windows, in one query."""
-    params = {"tenant": tenant_id, "now": now, "since": window_start_date(now - DAY)}
+    """The tenant's sends per channel inside the rate windows, exactly, in one query."""
+    hour_start, day_start = now - HOUR, now - DAY
+    params = {
+        "tenant": tenant_id,
+        "hour_start": hour_start,
+        "hour_edge": _minute(hour_start) + MINUTE,
+        "day_start": day_start,
+        "day_edge": _minute(day_start) + MINUTE,
+        "since": window_start_date(day_start),
+    }
     with conn.cursor(row_factory=dict_row) as cursor:
         rows = cursor.execute(_USAGE, params).fetchall()
-    return {
-        cast(Channel, row["channel"]): ChannelUsage(
-            row["hour_count"], row["hour_oldest"], row["day_count"], row["day_oldest"]
+    usage: dict[Channel, ChannelUsage] = {}
+    # Edge rows come second: their sends are older than any whole minute's, so their oldest
+    # send, when there is one, is the window's.
+    for row in sorted(rows, key=lambda row: row["part"] == "edges"):
+        known = usage.get(row["channel"], ChannelUsage())
+        usage[cast(Channel, row["channel"])] = ChannelUsage(
+            hour_count=known.hour_count + row["hour_count"],
+            hour_oldest=row["hour_oldest"] or known.hour_oldest,
+            day_count=known.day_count + row["day_count"],
+            day_oldest=row["day_oldest"] or known.day_oldest,
         )
-        for row in rows
-    }
+    return usage
+
+
+def count_sends(
+    conn: psycopg.Connection[Any], tenant_id: str, decisions: Sequence[Decision], at: datetime
+) -> None:
+    """Add the batch's sends to their minute of ``send_counts`` (one statement, if any)."""
+    sends = Counter(d.channel for d in decisions if d.action == "would_send" and d.channel)
+    if not sends:
+        return
+    conn.execute(
+        _COUNT_SENDS,
+        {
+            "tenant": tenant_id,
+            "minute": _minute(at),
+            "at": at,
+            "rows": json.dumps([{"channel": c, "sends": n} for c, n in sorted(sends.items())]),
+        },
+    )
 
 
 def read_run(conn: psycopg.Connection[Any], tenant_id: str, run_id: str) -> list[Decision]:

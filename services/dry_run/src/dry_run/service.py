@@ -111,6 +111,7 @@ def run_dry_run(
         usage = ledger.channel_usage(conn, tenant_id, now)
         decisions = decide_batch(due, tenant, usage, now)
         ledger.record(conn, run_id, tenant_id, decisions, flag_enabled=False, decided_at=now)
+        ledger.count_sends(conn, tenant_id, decisions, now)
         updates = [
             DueUpdate(
                 decision.lead_id,

@@ -29,6 +29,11 @@ JOIN pg_class c ON c.oid = i.inhrelid
 WHERE i.inhparent = 'dry_run_log'::regclass
 ORDER BY c.relname
 """
+# The rate caps read at most a day of send counts; older minutes go, a bounded batch at a time.
+_DELETE_SEND_COUNTS = """
+DELETE FROM send_counts WHERE ctid = ANY (ARRAY(
+    SELECT ctid FROM send_counts WHERE minute < %s LIMIT 10000))
+"""
 # Runs past the retention, a bounded batch at a time (row locks only).
 _DELETE_RUNS = """
 DELETE FROM runs WHERE ctid = ANY (ARRAY(
@@ -45,6 +50,7 @@ class MaintenanceReport:
     created: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
     runs_deleted: int = 0
+    send_counts_deleted: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -53,6 +59,7 @@ class MaintenanceReport:
             "createdPartitions": self.created,
             "droppedPartitions": self.dropped,
             "runsDeleted": self.runs_deleted,
+            "sendCountsDeleted": self.send_counts_deleted,
         }
 
 
@@ -91,9 +98,17 @@ def maintain(
         )
         conn.execute(sql.SQL("DROP TABLE {}").format(table))
         report.dropped.append(name)
-    while True:
-        deleted = conn.execute(_DELETE_RUNS, (cutoff,)).rowcount
-        report.runs_deleted += deleted
-        if deleted < 10000:
-            break
+    report.runs_deleted = _delete_in_batches(conn, _DELETE_RUNS, cutoff)
+    report.send_counts_deleted = _delete_in_batches(
+        conn, _DELETE_SEND_COUNTS, today - timedelta(days=2)
+    )
     return report
+
+
+def _delete_in_batches(conn: psycopg.Connection[Any], statement: str, before: date) -> int:
+    total = 0
+    while True:
+        deleted = conn.execute(statement.encode(), (before,)).rowcount
+        total += deleted
+        if deleted < 10000:
+            return total
