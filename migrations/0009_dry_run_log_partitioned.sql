@@ -87,8 +87,6 @@ ALTER TABLE dry_run_log
 -- A dispatch key is recorded as an intent at most once, so a retry can never double it.
 CREATE UNIQUE INDEX dry_run_log_dispatch_key_uniq
     ON dry_run_log (dispatch_key, local_date) WHERE action = 'would_send';
--- "By tenant and time": a tenant's history, newest first (dashboards, audits, support).
+-- "By tenant and time": a tenant's history (dashboards, audits, support), and the edge minutes
+-- of the rate windows (send_counts has the whole ones).
 CREATE INDEX dry_run_log_tenant_time_idx ON dry_run_log (tenant_id, decided_at);
--- Rate caps count a tenant's recent intended sends per channel.
-CREATE INDEX dry_run_log_tenant_channel_time_idx
-    ON dry_run_log (tenant_id, channel, decided_at) WHERE action = 'would_send';

@@ -213,14 +213,14 @@ def test_validation_catches_a_dropped_index_and_a_missing_column(
 ) -> None:
     _apply(empty_db)
     with psycopg.connect(empty_db, autocommit=True) as conn:
-        conn.execute("DROP INDEX dry_run_log_tenant_channel_time_idx")
+        conn.execute("DROP INDEX dry_run_log_tenant_time_idx")
         conn.execute("ALTER TABLE leads DROP COLUMN last_inbound_at")
 
     code = migrate_main(["validate"], environ={"DATABASE_URL": empty_db})
 
     out = capsys.readouterr().out
     assert code == 1
-    assert "missing index dry_run_log_tenant_channel_time_idx on dry_run_log" in out
+    assert "missing index dry_run_log_tenant_time_idx on dry_run_log" in out
     assert "missing column leads.last_inbound_at" in out
 
 
