@@ -94,3 +94,14 @@ def test_every_session_carries_its_timeouts_in_utc() -> None:
         "idle_in_transaction_session_timeout=30000",
         "timezone=UTC",
     ]
+
+
+def test_a_timeout_given_in_code_overrides_its_variable_and_zero_means_none() -> None:
+    environ = {"DATABASE_URL": "postgresql://x", "DB_STATEMENT_TIMEOUT_MS": "10"}
+
+    runner = DatabaseSettings.from_environ(environ, statement_timeout_ms=0, lock_timeout_ms=0)
+    function = DatabaseSettings.from_environ(environ)
+
+    assert (runner.statement_timeout_ms, runner.lock_timeout_ms) == (0, 0)
+    assert (function.statement_timeout_ms, function.lock_timeout_ms) == (10, 5_000)
+    assert "-c statement_timeout=0 -c lock_timeout=0" in session_options(runner)

@@ -102,9 +102,13 @@ class DatabaseSettings:
 
     @classmethod
     def from_environ(
-        cls, environ: Mapping[str, str], *, statement_timeout_ms: int | None = None
+        cls,
+        environ: Mapping[str, str],
+        *,
+        statement_timeout_ms: int | None = None,
+        lock_timeout_ms: int | None = None,
     ) -> DatabaseSettings:
-        """Read the settings; ``statement_timeout_ms`` overrides the variable (the runner's)."""
+        """Read the settings; a timeout given here overrides its variable (0: none at all)."""
         settings = cls(
             url=environ.get(DATABASE_URL, "").strip(),
             iam_user=environ.get(DB_IAM_USER, "").strip(),
@@ -116,9 +120,16 @@ class DatabaseSettings:
             connect_timeout_s=_positive_int(
                 environ, DB_CONNECT_TIMEOUT_S, DEFAULT_CONNECT_TIMEOUT_S
             ),
-            statement_timeout_ms=statement_timeout_ms
-            or _positive_int(environ, DB_STATEMENT_TIMEOUT_MS, DEFAULT_STATEMENT_TIMEOUT_MS),
-            lock_timeout_ms=_positive_int(environ, DB_LOCK_TIMEOUT_MS, DEFAULT_LOCK_TIMEOUT_MS),
+            statement_timeout_ms=(
+                _positive_int(environ, DB_STATEMENT_TIMEOUT_MS, DEFAULT_STATEMENT_TIMEOUT_MS)
+                if statement_timeout_ms is None
+                else statement_timeout_ms
+            ),
+            lock_timeout_ms=(
+                _positive_int(environ, DB_LOCK_TIMEOUT_MS, DEFAULT_LOCK_TIMEOUT_MS)
+                if lock_timeout_ms is None
+                else lock_timeout_ms
+            ),
         )
         settings.check()
         return settings

@@ -107,8 +107,9 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
     env = dict(os.environ if environ is None else environ)
     try:
         directory = args.dir if args.dir is not None else default_migrations_dir()
-        # No statement timeout: a migration may legitimately run for long.
-        settings = DatabaseSettings.from_environ(env, statement_timeout_ms=0)
+        # No statement or lock timeout: a migration may legitimately run and wait for long
+        # (maintenance sets its own lock timeout).
+        settings = DatabaseSettings.from_environ(env, statement_timeout_ms=0, lock_timeout_ms=0)
         retention_days(env)
     except (DatabaseConfigError, MigrationFileError, RetentionSettingError) as exc:
         print(f"migrate: {exc}", file=sys.stderr)

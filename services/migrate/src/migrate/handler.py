@@ -42,7 +42,10 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
             f"action: expected one of {', '.join(ACTIONS)}, got {action!r}"
         )
 
-    settings = DatabaseSettings.from_environ(os.environ, statement_timeout_ms=STATEMENT_TIMEOUT_MS)
+    # No lock timeout: a migration may wait for locks (maintenance sets its own).
+    settings = DatabaseSettings.from_environ(
+        os.environ, statement_timeout_ms=STATEMENT_TIMEOUT_MS, lock_timeout_ms=0
+    )
     days = retention_days(os.environ)
     connector = Connector(settings, application_name="micro-agent-migrate")
     with connector.connect(autocommit=True) as conn:

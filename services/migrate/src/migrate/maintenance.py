@@ -20,6 +20,7 @@ from psycopg import sql
 # Months of partitions kept ready ahead of today: inserts beyond them would fail, so a stopped
 # schedule has this long before runs notice (the migrate function's errors alarm fires first).
 MONTHS_AHEAD = 6
+LOCK_TIMEOUT_MS = 3_000
 _BOUND = re.compile(r"TO \('(?P<upper>\d{4}-\d{2}-\d{2})'\)")
 
 _PARTITIONS = """
@@ -81,6 +82,8 @@ def maintain(
     """
     if not conn.autocommit:
         raise ValueError("maintenance needs an autocommit connection")
+    # Never wait long behind a run: a step that times out is done by the next day's pass.
+    conn.execute(f"SET lock_timeout = {int(LOCK_TIMEOUT_MS)}".encode())
     cutoff = today - timedelta(days=retention_days)
     report = MaintenanceReport(retention_days, cutoff)
     for month in _month_starts(today.replace(day=1), MONTHS_AHEAD + 1):
