@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 
 import pulumi_aws as aws
-from policies import assume_role, document, statement
+from schedule import scheduler_role
 
 import pulumi
 
@@ -37,20 +37,14 @@ class LedgerMaintenance(pulumi.ComponentResource):
     ) -> None:
         super().__init__("micro-agent:maintenance:LedgerMaintenance", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        role = aws.iam.Role(
-            f"{name}-role",
-            description="Lets EventBridge Scheduler invoke the ledger maintenance",
-            assume_role_policy=assume_role("scheduler.amazonaws.com", args.account_id),
+        role = scheduler_role(
+            name,
+            function_arn=args.function_arn,
+            account_id=args.account_id,
+            sid="InvokeMigrationRunner",
             tags=args.tags,
             opts=child,
-        )
-        aws.iam.RolePolicy(
-            f"{name}-invoke",
-            role=role.id,
-            policy=document(
-                statement("InvokeMigrationRunner", ["lambda:InvokeFunction"], [args.function_arn])
-            ),
-            opts=child,
+            description="Lets EventBridge Scheduler invoke the ledger maintenance",
         )
         self.schedule = aws.scheduler.Schedule(
             f"{name}-daily",

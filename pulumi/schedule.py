@@ -12,6 +12,33 @@ from policies import assume_role, document, statement
 import pulumi
 
 
+def scheduler_role(
+    name: str,
+    *,
+    function_arn: pulumi.Input[str],
+    account_id: pulumi.Input[str],
+    sid: str,
+    tags: dict[str, str],
+    opts: pulumi.ResourceOptions,
+    description: str | None = None,
+) -> aws.iam.Role:
+    """A role EventBridge Scheduler assumes, allowed to invoke exactly one function."""
+    role = aws.iam.Role(
+        f"{name}-role",
+        description=description,
+        assume_role_policy=assume_role("scheduler.amazonaws.com", account_id),
+        tags=tags,
+        opts=opts,
+    )
+    aws.iam.RolePolicy(
+        f"{name}-invoke",
+        role=role.id,
+        policy=document(statement(sid, ["lambda:InvokeFunction"], [function_arn])),
+        opts=opts,
+    )
+    return role
+
+
 @dataclass(frozen=True)
 class DryRunScheduleArgs:
     """Which tenants, how often, how many leads."""
@@ -32,18 +59,12 @@ class DryRunSchedule(pulumi.ComponentResource):
     ) -> None:
         super().__init__("micro-agent:schedule:DryRunSchedule", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        role = aws.iam.Role(
-            f"{name}-role",
-            assume_role_policy=assume_role("scheduler.amazonaws.com", args.account_id),
+        role = scheduler_role(
+            name,
+            function_arn=args.function_arn,
+            account_id=args.account_id,
+            sid="InvokeDryRun",
             tags=args.tags,
-            opts=child,
-        )
-        aws.iam.RolePolicy(
-            f"{name}-invoke",
-            role=role.id,
-            policy=document(
-                statement("InvokeDryRun", ["lambda:InvokeFunction"], [args.function_arn])
-            ),
             opts=child,
         )
         self.schedules = [
