@@ -28,8 +28,9 @@ from dry_run.responses import RunResult
 
 # How many waiting leads one run may make ready (see leads._PROMOTE).
 PROMOTE_LIMIT = 5_000
-# How many times a batch whose picked leads were partly suppressed is topped up.
-TOP_UP_ROUNDS = 4
+# How many times a batch whose picked leads were partly suppressed is topped up (asking for
+# twice as many each time: up to 255 times the missing count in all).
+TOP_UP_ROUNDS = 8
 
 
 def _aware(moment: datetime) -> datetime:
@@ -45,27 +46,29 @@ def _take_due(
 
     A ready lead that turns out suppressed (opted out, excluded stage: the policy says which)
     is not due: it is parked until it changes, and the batch is topped up with the next ready
-    leads, for a few rounds at most (each suppressed lead is parked once, so later runs do not
-    meet it again).
+    leads. Each round asks for twice as many as are still missing, so a long run of suppressed
+    leads is crossed in a few statements (each is parked once: later runs never meet it again);
+    a ready lead read beyond the batch stays ready for the next run.
     """
     due: list[Lead] = []
     changed: list[tuple[str, Verdicts]] = []
-    for _ in range(TOP_UP_ROUNDS):
-        wanted = batch_size - len(due)
-        picked = leads.pick_due_leads(
-            conn, tenant_id, DRY_RUN, wanted, taken=[lead.id for lead in due]
-        )
+    seen: list[str] = []
+    size = batch_size
+    for round_ in range(TOP_UP_ROUNDS):
+        picked = leads.pick_due_leads(conn, tenant_id, DRY_RUN, size, taken=seen)
+        seen += [item.lead.id for item in picked]
         parked = [DueUpdate(item.lead.id, None) for item in picked if is_suppressed(item.lead)]
         for item in picked:
-            if is_suppressed(item.lead):
+            if is_suppressed(item.lead) or len(due) == batch_size:
                 continue
             checked = with_verdicts(item.lead, item.verdicts)
             due.append(checked.lead)
             if checked.changed is not None:
                 changed.append((item.lead.id, checked.changed))
         leads.set_due(conn, DRY_RUN, parked)
-        if not parked or len(picked) < wanted:
+        if len(due) == batch_size or len(picked) < size:
             break
+        size = (batch_size - len(due)) * 2 ** (round_ + 1)
     return due, changed
 
 
