@@ -25,13 +25,12 @@ from dry_run.events import parse_event
 from dry_run.exceptions import InvalidEventError, LiveDispatchUnavailableError
 from dry_run.responses import RunResult
 from dry_run.service import run_dry_run
-from dry_run.settings import DISPATCH_FLAG, Settings
+from dry_run.settings import DISPATCH_FLAG, Settings, metrics_namespace, service_name
 
-# Module-level because Powertools' decorators need them at import; the service name and log
-# level come from Powertools' own variables (named in settings.py), the metrics' namespace and
-# service from Settings once the container is built.
-logger = Logger()
-metrics = Metrics()
+# Module-level because Powertools' decorators need them at import: named from the same
+# settings functions as Settings (which configure_metrics applies again once built).
+logger = Logger(service=service_name(os.environ))
+metrics = Metrics(service=service_name(os.environ), namespace=metrics_namespace(os.environ))
 
 _dependencies: Dependencies | None = None
 

@@ -28,6 +28,8 @@ Action = Literal["would_send", "skipped", "deferred"]
 
 CHANNELS: tuple[Channel, ...] = ("calendar", "whatsapp", "email")
 EXCLUDED_STAGES = frozenset({"customer", "lost"})
+# The stage in which a lead asked for a meeting: it gets a calendar invitation.
+MEETING_STAGE = "meeting_requested"
 SESSION_WINDOW = timedelta(hours=24)
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
@@ -212,7 +214,7 @@ def needs_phone(lead: Lead) -> bool:
 
 def needs_email(lead: Lead) -> bool:
     """Whether a decision can read the email's verdict (an invitation or consented email)."""
-    return bool(lead.email) and (lead.email_opt_in or lead.stage == "meeting_requested")
+    return bool(lead.email) and (lead.email_opt_in or lead.stage == MEETING_STAGE)
 
 
 def _email_problem(lead: Lead) -> str | None:
@@ -230,7 +232,7 @@ def _candidate(channel: Channel, lead: Lead, now: datetime) -> tuple[bool, str |
     Consent is checked before contact data, so only the verdicts ``needs_*`` names are read.
     """
     if channel == "calendar":
-        if lead.stage != "meeting_requested":
+        if lead.stage != MEETING_STAGE:
             return False, None, "not_meeting_requested"
         if problem := _email_problem(lead):
             return False, None, problem

@@ -64,6 +64,16 @@ def dispatch_enabled(environ: Mapping[str, str]) -> bool:
     return environ.get(DISPATCH_FLAG) == "true"
 
 
+def service_name(environ: Mapping[str, str]) -> str:
+    """The service name on every log line and metric."""
+    return environ.get(POWERTOOLS_SERVICE_NAME) or DEFAULT_SERVICE_NAME
+
+
+def metrics_namespace(environ: Mapping[str, str]) -> str:
+    """The CloudWatch namespace of the function's metrics."""
+    return environ.get(POWERTOOLS_METRICS_NAMESPACE) or DEFAULT_METRICS_NAMESPACE
+
+
 def sandbox_recipients(environ: Mapping[str, str]) -> frozenset[str]:
     """The sandbox allow-list (empty = no restriction, which only prod may have)."""
     raw = environ.get(SANDBOX_RECIPIENTS, "")
@@ -94,9 +104,7 @@ class Settings:
         return cls(
             dispatch_enabled=dispatch_enabled(environ),
             sandbox_recipients=sandbox_recipients(environ),
-            service_name=environ.get(POWERTOOLS_SERVICE_NAME) or DEFAULT_SERVICE_NAME,
-            metrics_namespace=(
-                environ.get(POWERTOOLS_METRICS_NAMESPACE) or DEFAULT_METRICS_NAMESPACE
-            ),
+            service_name=service_name(environ),
+            metrics_namespace=metrics_namespace(environ),
             database=database,
         )
