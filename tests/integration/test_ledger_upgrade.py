@@ -217,3 +217,14 @@ def test_a_bad_retention_setting_is_one_line_and_exit_code_2(
     assert code == 2
     assert err.count("\n") == 1
     assert "LEDGER_RETENTION_DAYS: expected a whole number of days >= 35, got '7'" in err
+
+
+def test_a_bad_retention_setting_does_not_stop_migrations(
+    migrated_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = migrate_main(
+        ["apply"], environ={"DATABASE_URL": migrated_db, "LEDGER_RETENTION_DAYS": "7"}
+    )
+
+    assert code == 0
+    assert "nothing to apply" in capsys.readouterr().out

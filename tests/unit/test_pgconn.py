@@ -105,3 +105,13 @@ def test_a_timeout_given_in_code_overrides_its_variable_and_zero_means_none() ->
     assert (runner.statement_timeout_ms, runner.lock_timeout_ms) == (0, 0)
     assert (function.statement_timeout_ms, function.lock_timeout_ms) == (10, 5_000)
     assert "-c statement_timeout=0 -c lock_timeout=0" in session_options(runner)
+
+
+def test_the_functions_settings_name_a_bad_variable_in_one_line() -> None:
+    from dry_run.exceptions import SettingsError
+    from dry_run.settings import Settings
+
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_environ({"DATABASE_URL": "postgresql://x", "DB_CONNECT_TIMEOUT_S": "-1"})
+
+    assert str(raised.value) == "DB_CONNECT_TIMEOUT_S: expected a positive integer, got '-1'"

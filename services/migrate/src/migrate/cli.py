@@ -110,7 +110,8 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
         # No statement or lock timeout: a migration may legitimately run and wait for long
         # (maintenance sets its own lock timeout).
         settings = DatabaseSettings.from_environ(env, statement_timeout_ms=0, lock_timeout_ms=0)
-        retention_days(env)
+        if args.command == "maintain":
+            retention_days(env)  # a bad setting is refused before connecting
     except (DatabaseConfigError, MigrationFileError, RetentionSettingError) as exc:
         print(f"migrate: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE

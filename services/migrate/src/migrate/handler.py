@@ -46,12 +46,14 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
     settings = DatabaseSettings.from_environ(
         os.environ, statement_timeout_ms=STATEMENT_TIMEOUT_MS, lock_timeout_ms=0
     )
-    days = retention_days(os.environ)
+    # A bad retention setting is refused before connecting.
+    days = retention_days(os.environ) if action == "maintain" else None
     connector = Connector(settings, application_name="micro-agent-migrate")
     with connector.connect(autocommit=True) as conn:
         runner = Runner(conn, default_migrations_dir(), lock_wait_s=120.0)
         report: dict[str, Any] = {"action": action, "target": connector.describe()}
         if action == "maintain":
+            assert days is not None
             report |= maintain(conn, retention_days=days, today=datetime.now(UTC).date()).to_dict()
         elif action == "apply":
             report |= runner.apply().to_dict()
