@@ -31,3 +31,11 @@ class SettingsError(ValueError):
 
 class LiveDispatchUnavailableError(RuntimeError):
     """The flag asks for live dispatch, which this build cannot do; nothing was touched."""
+
+
+class NoFreeSlotError(LookupError):
+    """Every meeting slot of the search horizon is taken (or none exists in the tenant's zone)."""
+
+
+class InvalidUnsubscribeTokenError(ValueError):
+    """An unsubscribe token was not issued by us under this key; nothing may be written for it."""
