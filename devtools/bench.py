@@ -59,6 +59,7 @@ from dry_run.policy import (
     decide_batch,
 )
 from dry_run.quiet_hours import next_allowed_start
+from dry_run.responses import RunResult
 from dry_run.service import run_dry_run
 from migrate.files import default_migrations_dir
 from migrate.runner import Runner
@@ -105,6 +106,23 @@ def alternate(contenders: dict[str, Callable[[], float]], rounds: int) -> dict[s
 def ratio(numerator: Stats, denominator: Stats, digits: int = 2) -> float:
     """The numerator's median over the denominator's, rounded."""
     return round(numerator.median / denominator.median, digits)
+
+
+def _run_rolled_back(
+    conn: psycopg.Connection[Any], tenant_id: str, batch_size: int, run_prefix: str
+) -> tuple[float, RunResult]:
+    """One timed run inside an outer transaction that is rolled back (the state is unchanged)."""
+    with conn.transaction(force_rollback=True):
+        started = time.perf_counter()
+        result = run_dry_run(
+            conn,
+            tenant_id=tenant_id,
+            batch_size=batch_size,
+            run_id=f"{run_prefix}-{uuid.uuid4()}",
+            clock=lambda: NOW,
+        )
+        elapsed = _ms_since(started)
+    return elapsed, result
 
 
 def _ms_since(started: float) -> float:
@@ -212,16 +230,7 @@ def bench_persist(url: str, leads_count: int, rounds: int) -> dict[str, Any]:
             # benchmark measured), the verdicts saved, the decisions recorded, due state set.
             if cold:
                 clear_contact_caches()
-            with conn.transaction(force_rollback=True):
-                started = time.perf_counter()
-                result = run_dry_run(
-                    conn,
-                    tenant_id=tenant,
-                    batch_size=leads_count,
-                    run_id=f"e2e-{uuid.uuid4()}",
-                    clock=lambda: NOW,
-                )
-                elapsed = _ms_since(started)
+            elapsed, result = _run_rolled_back(conn, tenant, leads_count, "e2e")
             decided[:] = result.decisions
             return elapsed
 
@@ -723,16 +732,7 @@ def bench_scale(url: str, rounds: int) -> dict[str, Any]:
 
         def run(tenant_id: str) -> Callable[[], float]:
             def measured() -> float:
-                with conn.transaction(force_rollback=True):
-                    started = time.perf_counter()
-                    result = run_dry_run(
-                        conn,
-                        tenant_id=tenant_id,
-                        batch_size=SCALE_BATCH,
-                        run_id=f"scale-{uuid.uuid4()}",
-                        clock=lambda: NOW,
-                    )
-                    elapsed = _ms_since(started)
+                elapsed, result = _run_rolled_back(conn, tenant_id, SCALE_BATCH, "scale")
                 if len(result.decisions) != SCALE_BATCH:
                     raise AssertionError(f"{tenant_id}: {len(result.decisions)} decisions")
                 outcomes[tenant_id] = {
