@@ -71,7 +71,8 @@ def migrated_template(pg_admin_url: str) -> Iterator[str]:
         # The migrations partition the ledger around today; the tests decide at fixed dates
         # (2026 and 2027), which must have their partitions whatever day the suite runs.
         conn.execute(
-            "SELECT dry_run_log_add_partition(month::date) FROM generate_series("
+            "SELECT dry_run_log_add_partition(month::date), live_log_add_partition(month::date)"
+            " FROM generate_series("
             "date '2026-01-01', date '2027-12-01', interval '1 month') AS month"
         )
     yield name

@@ -448,8 +448,19 @@ def test_the_function_runs_as_its_own_role(migrated_db: str, function_role_url: 
         "UPDATE leads SET stage = 'lost'",
         "INSERT INTO tenants (id, name) VALUES ('evil', 'Evil')",
         "UPDATE lead_due SET tenant_id = 'x'",
-        "SELECT * FROM dispatches",
         "CREATE TABLE scratch (x int)",
+        # Live mode: it claims and records sends, but never rewrites whose send it is, its
+        # history, a tenant's mode, its senders, message content or an opt-out.
+        "UPDATE dispatches SET tenant_id = 'x'",
+        "UPDATE dispatches SET dispatch_key = 'x'",
+        "DELETE FROM live_log",
+        "UPDATE live_log SET reason = 'x'",
+        "UPDATE tenants SET dispatch_mode = 'live'",
+        "INSERT INTO tenant_senders (tenant_id, channel, sender) VALUES ('t', 'email', 'a@b.c')",
+        "UPDATE tenant_senders SET secret_arn = 'x'",
+        "UPDATE message_templates SET body = 'x'",
+        "DELETE FROM opt_outs",
+        "DELETE FROM meetings",
     ],
 )
 def test_the_function_role_cannot_change_what_it_must_not(

@@ -17,7 +17,6 @@ from psycopg.conninfo import conninfo_to_dict
 
 from devtools.lambda_context import LocalLambdaContext
 from dry_run import bootstrap, handler
-from dry_run.exceptions import LiveDispatchUnavailableError
 from dry_run.service import run_dry_run
 from tests.support import FIXTURES, insert_leads, insert_tenant
 
@@ -315,20 +314,24 @@ def test_caps_hold_across_invocations(db: str) -> None:
 # --- the flag --------------------------------------------------------------------------------
 
 
-def test_live_mode_refuses_before_touching_any_lead(
-    db: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_flag_on_with_a_dry_run_tenant_is_shadow_mode(db: str) -> None:
+    import os
+
+    # GIVEN the flag exactly "true" and a tenant still in dispatch_mode dry_run
     seed(db, 3)
-    monkeypatch.setenv("MICRO_AGENT_DISPARO_ENABLED", "true")
 
-    with pytest.raises(LiveDispatchUnavailableError, match="nothing was sent"):
-        handler.lambda_handler({"tenantId": "test-001", "batchSize": 5}, LocalLambdaContext())
+    # WHEN it runs
+    response = invoke(
+        {"tenantId": "test-001", "batchSize": 5},
+        environ={**os.environ, "MICRO_AGENT_DISPARO_ENABLED": "true"},
+    )
 
-    out = capsys.readouterr().out
-    assert metric_total(out, "LiveModeRefused") == 1
-    assert metric_total(out, "Errors") == 1
-    assert ledger_rows(db) == 0
+    # THEN it rehearses: a dry run whose rows say the flag was on, and nothing live
+    assert response["dryRun"] is True
+    assert ledger_rows(db) == 3
+    assert scalar(db, "SELECT count(*) FROM dry_run_log WHERE flag_enabled") == 3
     assert scalar(db, "SELECT count(*) FROM dispatches") == 0
+    assert scalar(db, "SELECT count(*) FROM live_log") == 0
 
 
 @pytest.mark.parametrize("value", ["TRUE", " true", "1", "yes"])

@@ -1,31 +1,113 @@
 """Builds the function's dependencies in one place, once per container (cosmicpython's
-``bootstrap``): the settings from the environment, then the connection provider from them.
+``bootstrap``): the settings from the environment, then the connection provider from them, and
+the live senders only when a live tenant first runs.
 
 A test builds the same graph from a dict: ``build({"DATABASE_URL": ...})``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from dry_run.connection import ConnectionProvider
-from dry_run.settings import Settings
+from dry_run.settings import LiveSettings, Settings
 from pgconn import Connector
+
+if TYPE_CHECKING:
+    from dry_run.live import LiveRuntime
 
 APPLICATION_NAME = "micro-agent-dry-run"
 
+SecretFetcher = Callable[[str], Mapping[str, Any]]
 
-@dataclass(frozen=True)
+
+def _fetch_secret(arn: str) -> Mapping[str, Any]:
+    from pgconn import fetch_secret  # noqa: PLC0415 - boto3 loads only for a live run
+
+    return fetch_secret(arn)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def build_live_runtime(
+    settings: Settings,
+    *,
+    fetch_secret: SecretFetcher = _fetch_secret,
+    ses_client_factory: Callable[[], Any] | None = None,
+    clock: Callable[[], datetime] = _utc_now,
+) -> LiveRuntime:
+    """The live senders and their settings; imports the send path (live tenants only)."""
+    from dry_run.live import LiveRuntime  # noqa: PLC0415 - the send path loads lazily
+    from dry_run.policy import Channel  # noqa: PLC0415
+    from dry_run.senders import Sender  # noqa: PLC0415
+    from dry_run.senders.email import SesSender, default_client_factory  # noqa: PLC0415
+    from dry_run.senders.whatsapp import TokenCache, WhatsAppSender, new_pool  # noqa: PLC0415
+
+    live: LiveSettings = settings.live
+    whatsapp = WhatsAppSender(
+        live.graph_url,
+        live.api_version,
+        TokenCache(lambda arn, _client: fetch_secret(arn)),
+        pool=new_pool(maxsize=live.concurrency),
+    )
+    senders: dict[Channel, Sender] = {"whatsapp": whatsapp}
+    if live.unsubscribe_ready:
+        assert live.unsubscribe_url is not None
+        assert live.unsubscribe_secret_arn is not None
+        key = fetch_secret(live.unsubscribe_secret_arn).get("signingKey")
+        if not isinstance(key, str) or not key:
+            from dry_run.exceptions import SettingsError  # noqa: PLC0415
+
+            raise SettingsError(
+                f"secret {live.unsubscribe_secret_arn} has no signingKey: store "
+                '{"signingKey": "<at least 16 random bytes, base64>"} in it'
+            )
+        ses = SesSender(
+            ses_client_factory or default_client_factory,
+            unsubscribe_base_url=live.unsubscribe_url,
+            signing_key=key.encode(),
+            clock=clock,
+        )
+        senders |= {"email": ses, "calendar": ses}
+    return LiveRuntime(
+        senders=senders,
+        sandbox=settings.sandbox_recipients,
+        unsubscribe_ready=live.unsubscribe_ready,
+        concurrency=live.concurrency,
+        secrets_prefix=live.secrets_prefix,
+        configuration_set=live.configuration_set,
+    )
+
+
+@dataclass
 class Dependencies:
     """What an invocation needs besides its event, its context and the clock."""
 
     settings: Settings
     connections: ConnectionProvider
+    live_factory: Callable[[Settings], LiveRuntime] = build_live_runtime
+    _live: LiveRuntime | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def live_runtime(self) -> LiveRuntime:
+        """The live senders, built on the first live run and reused while warm."""
+        with self._lock:
+            if self._live is None:
+                self._live = self.live_factory(self.settings)
+            return self._live
 
     def close(self) -> None:
-        """Close the cached connection (tests; a container never needs to)."""
+        """Close the cached connection and senders (tests; a container never needs to)."""
         self.connections.close()
+        if self._live is not None:
+            self._live.close()
+            self._live = None
 
 
 def build(environ: Mapping[str, str]) -> Dependencies:

@@ -29,10 +29,6 @@ class SettingsError(ValueError):
     """A setting is missing or not usable; the message names the variable."""
 
 
-class LiveDispatchUnavailableError(RuntimeError):
-    """The flag asks for live dispatch, which this build cannot do; nothing was touched."""
-
-
 class NoFreeSlotError(LookupError):
     """Every meeting slot of the search horizon is taken (or none exists in the tenant's zone)."""
 

@@ -22,10 +22,10 @@ from dry_run.bootstrap import Dependencies
 from dry_run.contacts import mask_email, mask_phone
 from dry_run.decision_log import write_decisions
 from dry_run.events import parse_event
-from dry_run.exceptions import InvalidEventError, LiveDispatchUnavailableError
+from dry_run.exceptions import InvalidEventError
 from dry_run.responses import RunResult
-from dry_run.service import run_dry_run
-from dry_run.settings import DISPATCH_FLAG, Settings, metrics_namespace, service_name
+from dry_run.service import run_invocation
+from dry_run.settings import Settings, metrics_namespace, service_name
 
 # Module-level because Powertools' decorators need them at import: named from the same
 # settings functions as Settings (which configure_metrics applies again once built).
@@ -94,6 +94,22 @@ def _observe(result: RunResult, decisions: list[dict[str, Any]], settings: Setti
         metrics.add_metric(name="ReplayedRuns", unit=MetricUnit.Count, value=1)
         return
     metrics.add_metric(name="LeadsDecided", unit=MetricUnit.Count, value=len(result.decisions))
+    if not result.dry_run:
+        actions: Counter[str] = Counter(d.action for d in result.decisions)
+        for action, name in (
+            ("sent", "DispatchSent"),
+            ("failed", "DispatchFailed"),
+            ("unknown", "DispatchUnknown"),
+        ):
+            metrics.add_metric(name=name, unit=MetricUnit.Count, value=actions[action])
+        if result.paused_channels:
+            metrics.add_metric(
+                name="ChannelPaused", unit=MetricUnit.Count, value=len(result.paused_channels)
+            )
+            logger.error(
+                "channel paused by the provider's answer; resume it once fixed",
+                extra={"channels": list(result.paused_channels)},
+            )
     _emit_counts(
         settings,
         "Decisions",
@@ -146,31 +162,27 @@ def handle(
     run_id = request.run_id or str(context.aws_request_id)
     logger.append_keys(tenantId=request.tenant_id, runId=run_id)
 
-    if deps.settings.dispatch_enabled:
-        metrics.add_metric(name="LiveModeRefused", unit=MetricUnit.Count, value=1)
-        metrics.add_metric(name="Errors", unit=MetricUnit.Count, value=1)
-        message = (
-            f"{DISPATCH_FLAG} is 'true' but live senders are not deployed yet: refusing before "
-            "touching any lead, nothing was sent or recorded; set it to 'false' or deploy senders"
-        )
-        logger.error(message)
-        raise LiveDispatchUnavailableError(message)
-
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
     try:
         result = deps.connections.run(
-            lambda conn: run_dry_run(
+            lambda conn: run_invocation(
                 conn,
                 tenant_id=request.tenant_id,
                 batch_size=request.batch_size,
                 run_id=run_id,
                 clock=clock,
+                dispatch_enabled=deps.settings.dispatch_enabled,
+                live_runtime=deps.live_runtime,
+                remaining_s=None if remaining is None else lambda: remaining() / 1000,
             )
         )
     except InvalidEventError as exc:
         return _error(exc)
     except Exception:
         metrics.add_metric(name="Errors", unit=MetricUnit.Count, value=1)
-        logger.exception("dry run failed; nothing was committed")
+        # A live run's claims are committed before any call: a fault after them leaves them
+        # claimed (the sweeper makes them unknown), never sent twice; a retry replays.
+        logger.exception("run failed; its open transaction was rolled back")
         raise
     decisions = result.decisions_json()
     _observe(result, decisions, deps.settings)

@@ -20,9 +20,10 @@ from dry_run.policy import CHANNELS, Channel, ChannelLimit, Lead, Tenant
 
 Mode = str  # 'dry_run' or 'live', the lead_due.mode and runs.mode values
 DRY_RUN: Mode = "dry_run"
+LIVE: Mode = "live"
 
 _TENANT = """
-SELECT t.id, t.timezone, t.cooldown_hours,
+SELECT t.id, t.timezone, t.cooldown_hours, t.dispatch_mode, t.meeting_minutes,
        coalesce(
            json_agg(json_build_array(c.channel, c.per_hour, c.per_day))
                FILTER (WHERE c.channel IS NOT NULL),
@@ -33,9 +34,12 @@ WHERE t.id = %s
 GROUP BY t.id
 """
 
-# Serialises the decide-and-record section of overlapping runs for one tenant, so that the
-# rate caps count every send committed before it; released at commit or rollback.
-_LOCK_TENANT = "SELECT pg_advisory_xact_lock(hashtextextended('dry_run:' || %s, 0))"
+_TENANT_MODE = "SELECT dispatch_mode FROM tenants WHERE id = %s"
+
+# Serialises the decide-and-record section of overlapping runs for one tenant and mode, so
+# that the rate caps count every send committed before it; released at commit or rollback.
+# The modes keep separate ledgers, so a dry run never waits for a live one.
+_LOCK_TENANT = "SELECT pg_advisory_xact_lock(hashtextextended(%s || ':' || %s, 0))"
 
 # Waiting leads whose time has come become ready. Bounded, so that a tenant whose scheduler
 # stopped for a week catches up over a few runs instead of one long statement; rows another
@@ -57,8 +61,10 @@ WHERE d.lead_id = come.lead_id AND d.mode = %(mode)s
 # the ledger is not read here.
 _PICK = """
 SELECT l.id::text AS id, l.phone, l.email, l.whatsapp_opt_in, l.email_opt_in, l.opted_out_at,
-       l.timezone, l.stage, l.last_inbound_at, d.last_sent_at, d.recent_keys,
-       v.phone AS checked_phone, v.phone_e164, v.email AS checked_email, v.email_normalized
+       l.timezone, l.stage, l.last_inbound_at, l.full_name, d.last_sent_at, d.recent_keys,
+       v.phone AS checked_phone, v.phone_e164, v.email AS checked_email, v.email_normalized,
+       ARRAY(SELECT coalesce(o.channel, '*') FROM opt_outs o WHERE o.lead_id = d.lead_id)
+           AS opted_out_channels
 FROM lead_due d
 JOIN leads l ON l.id = d.lead_id
 LEFT JOIN lead_contact_verdicts v ON v.lead_id = d.lead_id
@@ -129,13 +135,24 @@ def load_tenant(conn: psycopg.Connection[Any], tenant_id: str) -> Tenant | None:
         if channel in CHANNELS:
             limits[cast(Channel, channel)] = ChannelLimit(per_hour=per_hour, per_day=per_day)
     return Tenant(
-        id=row["id"], timezone=row["timezone"], cooldown_hours=row["cooldown_hours"], limits=limits
+        id=row["id"],
+        timezone=row["timezone"],
+        cooldown_hours=row["cooldown_hours"],
+        limits=limits,
+        dispatch_mode=row["dispatch_mode"],
+        meeting_minutes=row["meeting_minutes"],
     )
 
 
-def lock_tenant(conn: psycopg.Connection[Any], tenant_id: str) -> None:
-    """Take the tenant's transaction-scoped advisory lock."""
-    conn.execute(_LOCK_TENANT, (tenant_id,))
+def tenant_mode(conn: psycopg.Connection[Any], tenant_id: str) -> str | None:
+    """The tenant's ``dispatch_mode``, or None when there is no such tenant."""
+    row = conn.execute(_TENANT_MODE, (tenant_id,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def lock_tenant(conn: psycopg.Connection[Any], tenant_id: str, mode: Mode = DRY_RUN) -> None:
+    """Take the tenant's transaction-scoped advisory lock for the mode."""
+    conn.execute(_LOCK_TENANT, (mode, tenant_id))
 
 
 def promote_due(
@@ -177,6 +194,8 @@ def pick_due_leads(
                 last_inbound_at=row["last_inbound_at"],
                 last_contacted_at=row["last_sent_at"],
                 recent_dispatch_keys=frozenset(row["recent_keys"]),
+                full_name=row["full_name"],
+                opted_out_channels=frozenset(row["opted_out_channels"]),
             ),
             Verdicts(
                 row["checked_phone"],

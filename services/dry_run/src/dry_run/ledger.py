@@ -27,7 +27,7 @@ INSERT INTO runs (run_id, tenant_id, mode) VALUES (%(run)s, %(tenant)s, %(mode)s
 ON CONFLICT (run_id) DO NOTHING
 RETURNING tenant_id
 """
-_RUN_OWNER = "SELECT tenant_id FROM runs WHERE run_id = %s"
+_RUN_OWNER = "SELECT tenant_id, mode FROM runs WHERE run_id = %s"
 
 # The tenant's intended sends per channel in the rolling hour and day before `now`, counting
 # every committed one (including those an overlapping run recorded with a clock ahead of ours):
@@ -40,7 +40,7 @@ SELECT channel, 'minutes' AS part,
        sum(sends) AS day_count,
        min(first_at) AS day_oldest
 FROM send_counts
-WHERE tenant_id = %(tenant)s AND mode = 'dry_run' AND minute > %(day_start)s
+WHERE tenant_id = %(tenant)s AND mode = %(mode)s AND minute > %(day_start)s AND sends > 0
 GROUP BY channel
 UNION ALL
 SELECT channel, 'edges',
@@ -55,10 +55,43 @@ WHERE tenant_id = %(tenant)s AND action = 'would_send' AND local_date >= %(since
 GROUP BY channel
 """
 
+# Live mode counts the claims that stand (claimed, sent, unknown: DOMAIN.md "Live sending",
+# point 5) by the time of their latest claim; its whole minutes come from send_counts as above.
+_LIVE_EDGES = """
+SELECT channel, 'edges' AS part,
+       count(*) FILTER (WHERE claimed_at > %(hour_start)s AND claimed_at < %(hour_edge)s)
+           AS hour_count,
+       min(claimed_at) FILTER (WHERE claimed_at > %(hour_start)s AND claimed_at < %(hour_edge)s)
+           AS hour_oldest,
+       count(*) FILTER (WHERE claimed_at > %(day_start)s AND claimed_at < %(day_edge)s)
+           AS day_count,
+       min(claimed_at) FILTER (WHERE claimed_at > %(day_start)s AND claimed_at < %(day_edge)s)
+           AS day_oldest
+FROM dispatches
+WHERE tenant_id = %(tenant)s AND status IN ('claimed', 'sent', 'unknown')
+  AND ((claimed_at > %(hour_start)s AND claimed_at < %(hour_edge)s)
+       OR (claimed_at > %(day_start)s AND claimed_at < %(day_edge)s))
+GROUP BY channel
+"""
+_LIVE_USAGE = _USAGE[: _USAGE.index("UNION ALL")] + "UNION ALL\n" + _LIVE_EDGES
+
+# The meeting starts the mode's ledger already holds from ``since`` on: a dry run's earlier
+# proposals, a live run's booked meetings.
+_TAKEN_SLOTS = {
+    "dry_run": """
+SELECT meeting_at FROM dry_run_log
+WHERE tenant_id = %(tenant)s AND meeting_at >= %(since)s AND action = 'would_send'
+""",
+    "live": """
+SELECT starts_at FROM meetings
+WHERE tenant_id = %(tenant)s AND starts_at >= %(since)s AND status = 'booked'
+""",
+}
+
 # This batch's sends, added to their minute (under the tenant's lock, with the ledger rows).
 _COUNT_SENDS = """
 INSERT INTO send_counts AS c (tenant_id, mode, channel, minute, sends, first_at)
-SELECT %(tenant)s, 'dry_run', u.channel, %(minute)s, u.sends, %(at)s
+SELECT %(tenant)s, %(mode)s, u.channel, %(minute)s, u.sends, %(at)s
 FROM json_to_recordset(%(rows)s::json) AS u (channel text, sends integer)
 ON CONFLICT (tenant_id, mode, channel, minute) DO UPDATE
 SET sends = c.sends + excluded.sends, first_at = least(c.first_at, excluded.first_at)
@@ -66,7 +99,7 @@ SET sends = c.sends + excluded.sends, first_at = least(c.first_at, excluded.firs
 
 _RUN = """
 SELECT lead_id::text AS lead_id, action, reason, channel, template, dispatch_key, not_before,
-       details, local_date
+       details, local_date, meeting_at
 FROM dry_run_log
 WHERE tenant_id = %s AND run_id = %s
 ORDER BY id
@@ -74,7 +107,7 @@ ORDER BY id
 
 _COPY = (
     "COPY dry_run_log (run_id, tenant_id, lead_id, channel, action, reason, dispatch_key, "
-    "template, flag_enabled, not_before, details, decided_at, local_date) FROM STDIN"
+    "template, flag_enabled, not_before, details, decided_at, local_date, meeting_at) FROM STDIN"
 )
 
 
@@ -84,40 +117,43 @@ def window_start_date(start: datetime) -> Any:
 
 
 class RunClaim(NamedTuple):
-    """Whether this run claimed its id now, and the tenant that owns it."""
+    """Whether this run claimed its id now, the tenant that owns it and the run's mode."""
 
     claimed: bool
     owner: str
+    mode: str
 
 
 def claim_run(conn: psycopg.Connection[Any], run_id: str, tenant_id: str, mode: str) -> RunClaim:
     """Claim ``run_id`` for the tenant, or learn which tenant's run already owns it."""
     if conn.execute(_CLAIM_RUN, {"run": run_id, "tenant": tenant_id, "mode": mode}).fetchone():
-        return RunClaim(True, tenant_id)
+        return RunClaim(True, tenant_id, mode)
     row = conn.execute(_RUN_OWNER, (run_id,)).fetchone()
     assert row is not None, "ON CONFLICT saw a committed row, which this statement sees too"
-    return RunClaim(False, str(row[0]))
+    return RunClaim(False, str(row[0]), str(row[1]))
 
 
-def _minute(moment: datetime) -> datetime:
+def minute(moment: datetime) -> datetime:
+    """The minute an instant counts in (``send_counts.minute``)."""
     return moment.replace(second=0, microsecond=0)
 
 
 def channel_usage(
-    conn: psycopg.Connection[Any], tenant_id: str, now: datetime
+    conn: psycopg.Connection[Any], tenant_id: str, now: datetime, mode: str = "dry_run"
 ) -> dict[Channel, ChannelUsage]:
     """The tenant's sends per channel inside the rate windows, exactly, in one query."""
     hour_start, day_start = now - HOUR, now - DAY
     params = {
+        "mode": mode,
         "tenant": tenant_id,
         "hour_start": hour_start,
-        "hour_edge": _minute(hour_start) + MINUTE,
+        "hour_edge": minute(hour_start) + MINUTE,
         "day_start": day_start,
-        "day_edge": _minute(day_start) + MINUTE,
+        "day_edge": minute(day_start) + MINUTE,
         "since": window_start_date(day_start),
     }
     with conn.cursor(row_factory=dict_row) as cursor:
-        rows = cursor.execute(_USAGE, params).fetchall()
+        rows = cursor.execute(_LIVE_USAGE if mode == "live" else _USAGE, params).fetchall()
     usage: dict[Channel, ChannelUsage] = {}
     # Edge rows come second: their sends are older than any whole minute's, so their oldest
     # send, when there is one, is the window's.
@@ -132,8 +168,20 @@ def channel_usage(
     return usage
 
 
+def taken_slots(
+    conn: psycopg.Connection[Any], tenant_id: str, mode: str, since: datetime
+) -> list[datetime]:
+    """The meeting starts from ``since`` on that the mode's ledger holds for the tenant."""
+    rows = conn.execute(_TAKEN_SLOTS[mode], {"tenant": tenant_id, "since": since}).fetchall()
+    return [row[0] for row in rows]
+
+
 def count_sends(
-    conn: psycopg.Connection[Any], tenant_id: str, decisions: Sequence[Decision], at: datetime
+    conn: psycopg.Connection[Any],
+    tenant_id: str,
+    decisions: Sequence[Decision],
+    at: datetime,
+    mode: str = "dry_run",
 ) -> None:
     """Add the batch's sends to their minute of ``send_counts`` (one statement, if any)."""
     sends = Counter(d.channel for d in decisions if d.action == "would_send" and d.channel)
@@ -142,8 +190,9 @@ def count_sends(
     conn.execute(
         _COUNT_SENDS,
         {
+            "mode": mode,
             "tenant": tenant_id,
-            "minute": _minute(at),
+            "minute": minute(at),
             "at": at,
             "rows": json.dumps([{"channel": c, "sends": n} for c, n in sorted(sends.items())]),
         },
@@ -165,6 +214,7 @@ def read_run(conn: psycopg.Connection[Any], tenant_id: str, run_id: str) -> list
             not_before=row["not_before"],
             details=tuple(Rejection(item["channel"], item["reason"]) for item in row["details"]),
             local_date=row["local_date"],
+            meeting_at=row["meeting_at"],
         )
         for row in rows
     ]
@@ -191,7 +241,8 @@ _NEEDS_ESCAPE = re.compile(r"[\\\t\n\r]")
 _NULL = "\\N"
 
 
-def _field(value: str | None) -> str:
+def field_text(value: str | None) -> str:
+    """A text value as a COPY text-format field (escaped; None is NULL)."""
     if value is None:
         return _NULL
     # A search is ~10x cheaper than translate, and almost no value needs escaping.
@@ -204,21 +255,23 @@ def copy_line(
     """One ``dry_run_log`` row in COPY text format, the columns in ``_COPY``'s order."""
     not_before = decision.not_before
     local_date = decision.local_date
+    meeting_at = decision.meeting_at
     return "\t".join(
         (
             run_id,
             tenant_id,
-            _field(decision.lead_id),
-            _field(decision.channel),
-            _field(decision.action),
-            _field(decision.reason),
-            _field(decision.dispatch_key),
-            _field(decision.template),
+            field_text(decision.lead_id),
+            field_text(decision.channel),
+            field_text(decision.action),
+            field_text(decision.reason),
+            field_text(decision.dispatch_key),
+            field_text(decision.template),
             "t" if flag_enabled else "f",
             _NULL if not_before is None else not_before.isoformat(),
-            _field(_details_text(decision.details)),
+            field_text(_details_text(decision.details)),
             decided_at,
             _NULL if local_date is None else local_date.isoformat(),
+            _NULL if meeting_at is None else meeting_at.isoformat(),
         )
     )
 
@@ -235,8 +288,8 @@ def record(
     """Write one row per decision with a single COPY (inside the caller's transaction)."""
     if not decisions:
         return
-    run = _field(run_id)
-    tenant = _field(tenant_id)
+    run = field_text(run_id)
+    tenant = field_text(tenant_id)
     moment = decided_at.isoformat()
     lines = [
         copy_line(run, tenant, decision, flag_enabled=flag_enabled, decided_at=moment)

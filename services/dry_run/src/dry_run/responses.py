@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from dry_run.ledger import rejections_json
 from dry_run.policy import Channel, Decision, Lead
@@ -24,16 +25,26 @@ class RunResult:
     decisions: list[Decision]
     replayed: bool = False
     leads: dict[str, Lead] = field(default_factory=dict)
+    # Live: the channels a provider's answer paused during this run.
+    paused_channels: tuple[str, ...] = ()
+    # The tenant's zone: meetingAt carries its UTC offset.
+    timezone: str | None = None
 
     def summary(self) -> dict[str, Any]:
-        """Counts by action, sends by channel, and decisions by action and reason."""
-        actions = Counter(decision.action for decision in self.decisions)
+        """Counts by action, sends by channel, and decisions by action and reason.
+
+        A dry run counts ``would_send``; a live run ``sent``, ``failed`` and ``unknown``, with
+        ``byChannel`` counting what was sent (DOMAIN.md, "The invocation").
+        """
+        actions: Counter[str] = Counter(decision.action for decision in self.decisions)
+        sent = "would_send" if self.dry_run else "sent"
         by_channel = Counter(
-            decision.channel for decision in self.decisions if decision.action == "would_send"
+            decision.channel for decision in self.decisions if decision.action == sent
         )
         by_reason = Counter(f"{d.action}:{d.reason}" for d in self.decisions)
+        counts = ("would_send",) if self.dry_run else ("sent", "failed", "unknown")
         return {
-            "would_send": actions["would_send"],
+            **{action: actions[action] for action in counts},
             "skipped": actions["skipped"],
             "deferred": actions["deferred"],
             "byChannel": {channel: by_channel[channel] for channel in RESPONSE_CHANNELS},
@@ -42,7 +53,8 @@ class RunResult:
 
     def decisions_json(self) -> list[dict[str, Any]]:
         """The decisions as they appear in the response."""
-        return [decision_json(decision) for decision in self.decisions]
+        zone = ZoneInfo(self.timezone) if self.timezone else None
+        return [decision_json(decision, zone) for decision in self.decisions]
 
     def to_response(self, decisions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """The invocation's response, as shared/DOMAIN.md defines it.
@@ -58,9 +70,9 @@ class RunResult:
         }
 
 
-def decision_json(decision: Decision) -> dict[str, Any]:
-    """One decision as it appears in the response."""
-    return {
+def decision_json(decision: Decision, zone: ZoneInfo | None = None) -> dict[str, Any]:
+    """One decision as it appears in the response (a live send adds the provider's answer)."""
+    as_json = {
         "leadId": decision.lead_id,
         "channel": decision.channel,
         "action": decision.action,
@@ -70,5 +82,18 @@ def decision_json(decision: Decision) -> dict[str, Any]:
         "notBefore": (
             decision.not_before.astimezone(UTC).isoformat() if decision.not_before else None
         ),
+        "meetingAt": meeting_at_iso(decision.meeting_at, zone),
         "details": rejections_json(decision.details),
     }
+    if decision.provider_message_id is not None:
+        as_json["providerMessageId"] = decision.provider_message_id
+    if decision.error_code is not None:
+        as_json["errorCode"] = decision.error_code
+    return as_json
+
+
+def meeting_at_iso(moment: datetime | None, zone: ZoneInfo | None = None) -> str | None:
+    """A meeting's start as ISO 8601 with the tenant's UTC offset (``zone``, else its own)."""
+    if moment is None:
+        return None
+    return (moment.astimezone(zone) if zone else moment).isoformat(timespec="seconds")

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -27,6 +28,23 @@ from pgconn import (
 DISPATCH_FLAG = "MICRO_AGENT_DISPARO_ENABLED"
 # Comma-separated phones/emails; on dev and staging the live senders may contact only these.
 SANDBOX_RECIPIENTS = "MICRO_AGENT_SANDBOX_RECIPIENTS"
+# Live senders. The Graph API's base URL is not deployed (Meta's by default); tests and the
+# local demo point it at a fake on localhost.
+WHATSAPP_GRAPH_URL = "WHATSAPP_GRAPH_URL"
+WHATSAPP_API_VERSION = "WHATSAPP_API_VERSION"
+# Tenants' WhatsApp token secrets must have this ARN prefix (IAM allows only these, too).
+TENANT_SECRETS_PREFIX = "TENANT_SECRETS_PREFIX"
+# The one-click unsubscribe endpoint and the secret {"signingKey": ...} its tokens are signed
+# with; without both, email and invitations are skipped `unsubscribe_not_configured`.
+UNSUBSCRIBE_URL = "UNSUBSCRIBE_URL"
+UNSUBSCRIBE_SECRET_ARN = "UNSUBSCRIBE_SECRET_ARN"  # noqa: S105 - a name, not a secret
+# The stack's SES configuration set (a tenant_senders row may name its own).
+SES_CONFIGURATION_SET = "SES_CONFIGURATION_SET"
+# Provider calls one invocation makes at once.
+SEND_CONCURRENCY = "SEND_CONCURRENCY"
+# The sweeper: claims older than this many seconds (the dry-run function's timeout, plus a
+# margin) can no longer be answered by their invocation and become `unknown`.
+CLAIM_EXPIRY_S = "CLAIM_EXPIRY_S"
 # Read by Powertools itself too (service name on every log line and metric, namespace, level).
 POWERTOOLS_SERVICE_NAME = "POWERTOOLS_SERVICE_NAME"
 POWERTOOLS_METRICS_NAMESPACE = "POWERTOOLS_METRICS_NAMESPACE"
@@ -49,6 +67,28 @@ DEPLOYED_ENVIRONMENT = frozenset(
         POWERTOOLS_SERVICE_NAME,
         POWERTOOLS_METRICS_NAMESPACE,
         POWERTOOLS_LOG_LEVEL,
+        WHATSAPP_API_VERSION,
+        TENANT_SECRETS_PREFIX,
+        UNSUBSCRIBE_URL,
+        UNSUBSCRIBE_SECRET_ARN,
+        SES_CONFIGURATION_SET,
+        SEND_CONCURRENCY,
+    }
+)
+# The sweeper function's (same artifact, handler dry_run.sweeper.lambda_handler).
+SWEEPER_DEPLOYED_ENVIRONMENT = frozenset(
+    {
+        DB_IAM_USER,
+        DB_HOST,
+        DB_PORT,
+        DB_NAME,
+        DB_CONNECT_TIMEOUT_S,
+        DB_STATEMENT_TIMEOUT_MS,
+        DB_LOCK_TIMEOUT_MS,
+        POWERTOOLS_SERVICE_NAME,
+        POWERTOOLS_METRICS_NAMESPACE,
+        POWERTOOLS_LOG_LEVEL,
+        CLAIM_EXPIRY_S,
     }
 )
 # The database user the migrations create for this function (IAM auth in AWS).
@@ -57,6 +97,11 @@ DATABASE_ROLE = "micro_agent_dry_run"
 DEFAULT_SERVICE_NAME = "micro-agent-dry-run"
 DEFAULT_METRICS_NAMESPACE = "MicroAgent"
 DEFAULT_STATEMENT_TIMEOUT_MS = 10_000
+DEFAULT_GRAPH_URL = "https://graph.facebook.com"
+DEFAULT_API_VERSION = "v21.0"
+DEFAULT_SEND_CONCURRENCY = 12
+MAX_SEND_CONCURRENCY = 32
+DEFAULT_CLAIM_EXPIRY_S = 960
 
 
 def dispatch_enabled(environ: Mapping[str, str]) -> bool:
@@ -75,9 +120,84 @@ def metrics_namespace(environ: Mapping[str, str]) -> str:
 
 
 def sandbox_recipients(environ: Mapping[str, str]) -> frozenset[str]:
-    """The sandbox allow-list (empty = no restriction, which only prod may have)."""
+    """The sandbox allow-list in normal form: E.164 phones, lower-case emails (empty = anyone,
+    which only prod may have). An entry that is neither raises SettingsError."""
+    from dry_run.contacts import normalize_email, normalize_phone  # noqa: PLC0415
+
     raw = environ.get(SANDBOX_RECIPIENTS, "")
-    return frozenset(item.strip() for item in raw.split(",") if item.strip())
+    normal = set()
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        value = normalize_email(item) if "@" in item else normalize_phone(item)
+        if value is None:
+            raise SettingsError(
+                f"{SANDBOX_RECIPIENTS}: {item[:3]}… is neither an E.164 phone nor an email; "
+                "expected comma-separated phones (+55…) and emails"
+            )
+        normal.add(value)
+    return frozenset(normal)
+
+
+def _positive_int(environ: Mapping[str, str], name: str, default: int, high: int) -> int:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= high:
+        raise SettingsError(f"{name}: expected an integer from 1 to {high}, got {raw!r}")
+    return int(raw)
+
+
+@dataclass(frozen=True)
+class LiveSettings:
+    """What live sending is configured with (read with the rest; used only by live runs)."""
+
+    graph_url: str = DEFAULT_GRAPH_URL
+    api_version: str = DEFAULT_API_VERSION
+    secrets_prefix: str | None = None
+    unsubscribe_url: str | None = None
+    unsubscribe_secret_arn: str | None = None
+    configuration_set: str | None = None
+    concurrency: int = DEFAULT_SEND_CONCURRENCY
+
+    @property
+    def unsubscribe_ready(self) -> bool:
+        """Whether emails can carry a working one-click unsubscribe link."""
+        return bool(self.unsubscribe_url and self.unsubscribe_secret_arn)
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> LiveSettings:
+        """Read the live settings; a bad one raises SettingsError naming the variable."""
+        api_version = environ.get(WHATSAPP_API_VERSION, "").strip() or DEFAULT_API_VERSION
+        if not re.fullmatch(r"v\d+\.\d+", api_version):
+            raise SettingsError(
+                f"{WHATSAPP_API_VERSION}: expected a Graph API version like v21.0, "
+                f"got {api_version!r}"
+            )
+        unsubscribe_url = environ.get(UNSUBSCRIBE_URL, "").strip() or None
+        if unsubscribe_url is not None and not unsubscribe_url.startswith(
+            ("https://", "http://127.0.0.1", "http://localhost")
+        ):
+            raise SettingsError(
+                f"{UNSUBSCRIBE_URL}: expected an https:// URL (the inbound function's), "
+                f"got {unsubscribe_url[:60]!r}"
+            )
+        return cls(
+            graph_url=environ.get(WHATSAPP_GRAPH_URL, "").strip() or DEFAULT_GRAPH_URL,
+            api_version=api_version,
+            secrets_prefix=environ.get(TENANT_SECRETS_PREFIX, "").strip() or None,
+            unsubscribe_url=unsubscribe_url,
+            unsubscribe_secret_arn=environ.get(UNSUBSCRIBE_SECRET_ARN, "").strip() or None,
+            configuration_set=environ.get(SES_CONFIGURATION_SET, "").strip() or None,
+            concurrency=_positive_int(
+                environ, SEND_CONCURRENCY, DEFAULT_SEND_CONCURRENCY, MAX_SEND_CONCURRENCY
+            ),
+        )
+
+
+def claim_expiry_s(environ: Mapping[str, str]) -> int:
+    """The sweeper's age, in seconds, past which a claim can no longer be answered."""
+    return _positive_int(environ, CLAIM_EXPIRY_S, DEFAULT_CLAIM_EXPIRY_S, 86_400)
 
 
 @dataclass(frozen=True)
@@ -89,6 +209,7 @@ class Settings:
     service_name: str
     metrics_namespace: str
     database: DatabaseSettings
+    live: LiveSettings = LiveSettings()
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Settings:
@@ -107,4 +228,5 @@ class Settings:
             service_name=service_name(environ),
             metrics_namespace=metrics_namespace(environ),
             database=database,
+            live=LiveSettings.from_environ(environ),
         )

@@ -23,11 +23,14 @@ MONTHS_AHEAD = 6
 LOCK_TIMEOUT_MS = 3_000
 _BOUND = re.compile(r"TO \('(?P<upper>\d{4}-\d{2}-\d{2})'\)")
 
+# The partitioned ledgers (dry runs' and live mode's decision history), each with the function
+# that adds its month partitions (migrations 0009 and 0013).
+LEDGERS = (("dry_run_log", "dry_run_log_add_partition"), ("live_log", "live_log_add_partition"))
 _PARTITIONS = """
 SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) AS bound, i.inhdetachpending
 FROM pg_inherits i
 JOIN pg_class c ON c.oid = i.inhrelid
-WHERE i.inhparent = 'dry_run_log'::regclass
+WHERE i.inhparent = %s::regclass
 ORDER BY c.relname
 """
 # The rate caps read at most a day of send counts; older minutes go, a bounded batch at a time.
@@ -86,26 +89,40 @@ def maintain(
     conn.execute(f"SET lock_timeout = {int(LOCK_TIMEOUT_MS)}".encode())
     cutoff = today - timedelta(days=retention_days)
     report = MaintenanceReport(retention_days, cutoff)
-    for month in _month_starts(today.replace(day=1), MONTHS_AHEAD + 1):
-        row = conn.execute("SELECT dry_run_log_add_partition(%s)", (month,)).fetchone()
-        if row is not None and row[0] is not None:
-            report.created.append(str(row[0]))
-    for name, bound, detach_pending in conn.execute(_PARTITIONS).fetchall():
-        match = _BOUND.search(bound or "")
-        if match is None or date.fromisoformat(match["upper"]) > cutoff:
-            continue
-        table = sql.Identifier(name)
-        finish = sql.SQL("FINALIZE") if detach_pending else sql.SQL("CONCURRENTLY")
-        conn.execute(
-            sql.SQL("ALTER TABLE dry_run_log DETACH PARTITION {} {}").format(table, finish)
-        )
-        conn.execute(sql.SQL("DROP TABLE {}").format(table))
-        report.dropped.append(name)
+    for parent, add_partition in LEDGERS:
+        _maintain_partitions(conn, parent, add_partition, today, report)
     report.runs_deleted = _delete_in_batches(conn, _DELETE_RUNS, cutoff)
     report.send_counts_deleted = _delete_in_batches(
         conn, _DELETE_SEND_COUNTS, today - timedelta(days=2)
     )
     return report
+
+
+def _maintain_partitions(
+    conn: psycopg.Connection[Any],
+    parent: str,
+    add_partition: str,
+    today: date,
+    report: MaintenanceReport,
+) -> None:
+    adder = sql.SQL("SELECT {}(%s)").format(sql.Identifier(add_partition))
+    for month in _month_starts(today.replace(day=1), MONTHS_AHEAD + 1):
+        row = conn.execute(adder, (month,)).fetchone()
+        if row is not None and row[0] is not None:
+            report.created.append(str(row[0]))
+    for name, bound, detach_pending in conn.execute(_PARTITIONS.encode(), (parent,)).fetchall():
+        match = _BOUND.search(bound or "")
+        if match is None or date.fromisoformat(match["upper"]) > report.cutoff:
+            continue
+        table = sql.Identifier(name)
+        finish = sql.SQL("FINALIZE") if detach_pending else sql.SQL("CONCURRENTLY")
+        conn.execute(
+            sql.SQL("ALTER TABLE {} DETACH PARTITION {} {}").format(
+                sql.Identifier(parent), table, finish
+            )
+        )
+        conn.execute(sql.SQL("DROP TABLE {}").format(table))
+        report.dropped.append(name)
 
 
 def _delete_in_batches(conn: psycopg.Connection[Any], statement: str, before: date) -> int:

@@ -1,0 +1,86 @@
+"""A live run end to end against the fake Graph API: claim, send, record."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import pytest
+
+from devtools.fake_graph import FakeGraph, running_fake_graph
+from dry_run.live import LiveRuntime
+from dry_run.senders.whatsapp import TokenCache, WhatsAppSender
+from dry_run.service import run_invocation
+from tests.support import insert_leads, insert_tenant
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+NOON = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
+TOKEN = "fake-token"
+NUMBER = "106540352242922"
+SECRET = "arn:aws:secretsmanager:sa-east-1:123456789012:secret:micro-agent/test/tenants/t-1"
+
+
+@pytest.fixture
+def graph() -> Iterator[FakeGraph]:
+    with running_fake_graph(token=TOKEN) as fake:
+        yield fake
+
+
+def runtime(graph: FakeGraph) -> LiveRuntime:
+    sender = WhatsAppSender(
+        graph.url, "v21.0", TokenCache(lambda arn, client: {"accessToken": TOKEN})
+    )
+    return LiveRuntime(senders={"whatsapp": sender}, concurrency=4)
+
+
+def test_a_live_run_sends_each_claim_once_and_records_it(migrated_db: str, graph: FakeGraph) -> None:
+    with psycopg.connect(migrated_db) as conn:
+        insert_tenant(conn, "t-1")
+        conn.execute("UPDATE tenants SET dispatch_mode = 'live'")
+        conn.execute(
+            "INSERT INTO tenant_senders (tenant_id, channel, sender, secret_arn) "
+            "VALUES ('t-1', 'whatsapp', %s, %s)",
+            (NUMBER, SECRET),
+        )
+        insert_leads(conn, "t-1", 3)
+    live = runtime(graph)
+    try:
+        with psycopg.connect(migrated_db, autocommit=True) as conn:
+            result = run_invocation(
+                conn,
+                tenant_id="t-1",
+                batch_size=10,
+                run_id="r-1",
+                clock=lambda: NOON,
+                dispatch_enabled=True,
+                live_runtime=lambda: live,
+            )
+            again = run_invocation(
+                conn,
+                tenant_id="t-1",
+                batch_size=10,
+                run_id="r-1",
+                clock=lambda: NOON,
+                dispatch_enabled=True,
+                live_runtime=lambda: live,
+            )
+            rows: list[Any] = conn.execute(
+                "SELECT status, provider_message_id IS NOT NULL FROM dispatches"
+            ).fetchall()
+            logged = conn.execute("SELECT action FROM live_log").fetchall()
+    finally:
+        live.close()
+    assert [d.action for d in result.decisions] == ["sent"] * 3
+    assert len(graph.requests) == 3
+    assert rows == [("sent", True)] * 3
+    assert logged == [("sent",)] * 3
+    assert again.replayed
+    assert [d.action for d in again.decisions] == ["sent"] * 3
+    assert len(graph.requests) == 3
+    response = result.to_response()
+    assert response["dryRun"] is False
+    assert response["summary"]["sent"] == 3
+    assert all(d["providerMessageId"] for d in response["decisions"])
