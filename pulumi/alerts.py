@@ -11,52 +11,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi_aws as aws
-from policies import document, statement
+from policies import (
+    KEY_ADMIN_ACTIONS,
+    KEY_USE_ACTIONS,
+    TOPIC_OWNER_ACTIONS,
+    document,
+    statement,
+)
 
 import pulumi
-
-# Key administration and use for the account root (so IAM can delegate), listed explicitly.
-KEY_ADMIN_ACTIONS = [
-    "kms:CancelKeyDeletion",
-    "kms:CreateAlias",
-    "kms:CreateGrant",
-    "kms:Decrypt",
-    "kms:DeleteAlias",
-    "kms:DescribeKey",
-    "kms:DisableKey",
-    "kms:DisableKeyRotation",
-    "kms:EnableKey",
-    "kms:EnableKeyRotation",
-    "kms:Encrypt",
-    "kms:GenerateDataKey",
-    "kms:GenerateDataKeyWithoutPlaintext",
-    "kms:GetKeyPolicy",
-    "kms:GetKeyRotationStatus",
-    "kms:ListAliases",
-    "kms:ListGrants",
-    "kms:ListResourceTags",
-    "kms:PutKeyPolicy",
-    "kms:ReEncryptFrom",
-    "kms:ReEncryptTo",
-    "kms:RetireGrant",
-    "kms:RevokeGrant",
-    "kms:ScheduleKeyDeletion",
-    "kms:TagResource",
-    "kms:UntagResource",
-    "kms:UpdateAlias",
-    "kms:UpdateKeyDescription",
-]
-KEY_USE_ACTIONS = ["kms:Decrypt", "kms:GenerateDataKey"]
-TOPIC_OWNER_ACTIONS = [
-    "sns:GetTopicAttributes",
-    "sns:SetTopicAttributes",
-    "sns:AddPermission",
-    "sns:RemovePermission",
-    "sns:DeleteTopic",
-    "sns:Subscribe",
-    "sns:ListSubscriptionsByTopic",
-    "sns:Publish",
-]
 
 
 @dataclass(frozen=True)

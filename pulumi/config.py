@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
+from urllib.parse import urlsplit
 
 import pulumi
 
@@ -50,6 +51,22 @@ _SECRET_ARN = re.compile(r"^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secr
 # The cluster's DbClusterResourceId: IAM database authentication names it in rds-db:connect.
 _CLUSTER_RESOURCE_ID = re.compile(r"^cluster-[A-Z0-9]+$")
 _TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+# The patterns below are used with fullmatch (``$`` would let a trailing newline through) and
+# spell digits [0-9] (``\d`` also matches other scripts' digits).
+# The Graph API version segment of the WhatsApp Cloud API path, e.g. v21.0.
+_WHATSAPP_API_VERSION = re.compile(r"v[0-9]+\.[0-9]+")
+_E164_PHONE = re.compile(r"\+[1-9][0-9]{7,14}")
+# Written by hand rather than with email-validator: the program only needs to catch a typo in a
+# stack file (the service normalises and validates every address it sends to), and the Pulumi
+# program's environment stays pulumi + pulumi-aws.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_DOMAIN_NAME = rf"{_LABEL}(?:\.{_LABEL})+"
+_DOMAIN = re.compile(_DOMAIN_NAME)
+# A local part without spaces, commas (the list separator) or wildcards, then a domain.
+_EMAIL = re.compile(rf"[^@\s,*]+@{_DOMAIN_NAME}")
+# Sends in flight at once within one invocation (threads of the live sender).
+MIN_SEND_CONCURRENCY = 1
+MAX_SEND_CONCURRENCY = 32
 # Maintenance drops whole month partitions of the ledger: keep at least one month plus margin.
 MIN_LEDGER_RETENTION_DAYS = 35
 
@@ -82,6 +99,16 @@ class ScheduleSettings:
 
 
 @dataclass(frozen=True)
+class DispatchSettings:
+    """What live dispatch needs: the WhatsApp API version, SES identities, unsubscribe links."""
+
+    whatsapp_api_version: str
+    ses_identities: tuple[str, ...]
+    unsubscribe_url: str
+    send_concurrency: int
+
+
+@dataclass(frozen=True)
 class StackSettings:
     """Everything the program needs from the stack's configuration."""
 
@@ -105,6 +132,7 @@ class StackSettings:
     vpc_security_group_ids: tuple[str, ...]
     database: DatabaseSettings
     schedule: ScheduleSettings
+    dispatch: DispatchSettings
     metrics_namespace: str
     ledger_retention_days: int
 
@@ -142,8 +170,49 @@ def _in_range(key: str, value: int, low: int, high: int) -> int:
     return value
 
 
-def validate(settings: StackSettings) -> StackSettings:
-    """Cross-field rules; raise StackConfigError with a one-line message."""
+def _is_email(value: str) -> bool:
+    return bool(_EMAIL.fullmatch(value))
+
+
+def validate_dispatch(dispatch: DispatchSettings) -> None:
+    """The live-dispatch settings; raise StackConfigError with a one-line message."""
+    if not _WHATSAPP_API_VERSION.fullmatch(dispatch.whatsapp_api_version):
+        raise StackConfigError(
+            "whatsappApiVersion: expected a Graph API version like v21.0, "
+            f"got {dispatch.whatsapp_api_version!r}"
+        )
+    bad_identities = [
+        identity
+        for identity in dispatch.ses_identities
+        if not (_DOMAIN.fullmatch(identity) or _is_email(identity))
+    ]
+    if bad_identities:
+        raise StackConfigError(
+            "sesIdentities: expected verified SES domains (example.com) or addresses "
+            f"(sales@example.com), got {bad_identities}"
+        )
+    url = dispatch.unsubscribe_url
+    if url:
+        parts = urlsplit(url)
+        if parts.scheme != "https" or not parts.hostname or any(c.isspace() for c in url):
+            raise StackConfigError(
+                "unsubscribeUrl: expected an https:// URL (the inbound function's URL) or empty "
+                f"to skip email, got {url!r}"
+            )
+
+
+def validate_sandbox(settings: StackSettings) -> None:
+    """Who live senders may reach outside prod; raise StackConfigError with a one-line message."""
+    bad_recipients = [
+        recipient
+        for recipient in settings.sandbox_recipients
+        if not (_E164_PHONE.fullmatch(recipient) or _is_email(recipient))
+    ]
+    if bad_recipients:
+        raise StackConfigError(
+            "sandboxRecipients: expected E.164 phones (+5511999990000) or email addresses, "
+            f"got {bad_recipients}"
+        )
     if (
         settings.disparo_enabled
         and settings.stack in SANDBOXED_STACKS
@@ -155,6 +224,11 @@ def validate(settings: StackSettings) -> StackSettings:
             f"`pulumi config set --path 'sandboxRecipients[0]' +55... --stack {settings.stack}` "
             "or set disparoEnabled false"
         )
+
+
+def validate(settings: StackSettings) -> StackSettings:
+    """Cross-field rules; raise StackConfigError with a one-line message."""
+    validate_sandbox(settings)
     if settings.lambda_runtime not in RUNTIMES:
         raise StackConfigError(
             f"lambdaRuntime: expected one of {sorted(RUNTIMES)}, got {settings.lambda_runtime!r}"
@@ -206,6 +280,7 @@ def validate(settings: StackSettings) -> StackSettings:
     bad_tenants = [t for t in settings.schedule.tenants if not _TENANT.match(t)]
     if bad_tenants:
         raise StackConfigError(f"scheduleTenants: not tenant ids: {bad_tenants}")
+    validate_dispatch(settings.dispatch)
     if settings.ledger_retention_days < MIN_LEDGER_RETENTION_DAYS:
         raise StackConfigError(
             f"ledgerRetentionDays: expected at least {MIN_LEDGER_RETENTION_DAYS} days "
@@ -262,6 +337,17 @@ def load_settings(config: pulumi.Config | None = None, stack: str | None = None)
             expression=config.require("scheduleExpression"),
             batch_size=_in_range(
                 "scheduleBatchSize", config.require_int("scheduleBatchSize"), 1, 1000
+            ),
+        ),
+        dispatch=DispatchSettings(
+            whatsapp_api_version=config.require("whatsappApiVersion"),
+            ses_identities=_strings(config, "sesIdentities"),
+            unsubscribe_url=config.get("unsubscribeUrl") or "",
+            send_concurrency=_in_range(
+                "sendConcurrency",
+                config.require_int("sendConcurrency"),
+                MIN_SEND_CONCURRENCY,
+                MAX_SEND_CONCURRENCY,
             ),
         ),
         metrics_namespace=config.require("metricsNamespace"),

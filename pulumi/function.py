@@ -84,6 +84,8 @@ class LambdaFunctionArgs:
     max_event_age_s: int
     tags: dict[str, str]
     depends_on: Sequence[pulumi.Resource] = field(default_factory=tuple)
+    # What this function alone needs beyond logs, database, alerts and VPC (policies.statement).
+    statements: Sequence[dict[str, Any]] = field(default_factory=tuple)
 
 
 class LambdaFunction(pulumi.ComponentResource):
@@ -117,6 +119,7 @@ class LambdaFunction(pulumi.ComponentResource):
                     "EncryptAlerts", ["kms:GenerateDataKey", "kms:Decrypt"], [args.alerts_key_arn]
                 ),
                 statement("ManageVpcNetworkInterfaces", VPC_NETWORK_INTERFACE_ACTIONS, ["*"]),
+                *args.statements,
             ),
             opts=child,
         )

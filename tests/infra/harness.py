@@ -65,6 +65,12 @@ class RecordingMocks(pulumi.runtime.Mocks):
             outputs["arn"] = f"arn:aws:s3:::{outputs['bucket']}"
         if args.typ == "aws:kms/key:Key":
             outputs["keyId"] = "0a1b2c3d-key"
+        if args.typ == "aws:secretsmanager/secret:Secret":
+            # Secrets Manager appends six random characters to the name.
+            outputs["arn"] = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{physical}-AbCdEf"
+        if args.typ == "aws:sesv2/configurationSet:ConfigurationSet":
+            name = args.inputs["configurationSetName"]
+            outputs["arn"] = f"arn:aws:ses:{REGION}:{ACCOUNT}:configuration-set/{name}"
         if args.typ == "aws:rds/cluster:Cluster":
             outputs["endpoint"] = f"{args.name}.cluster-xyz.{REGION}.rds.amazonaws.com"
             outputs["masterUserSecrets"] = [

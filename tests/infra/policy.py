@@ -41,6 +41,21 @@ LAMBDA_VPC_NETWORK_INTERFACE_ACTIONS = frozenset(
 _DB_USER_ARN = re.compile(
     r"^arn:aws:rds-db:[a-z0-9-]+:\d{12}:dbuser:cluster-[A-Z0-9]+/[a-z_][a-z0-9_]*$"
 )
+# A secret by ARN, or every secret in a folder at least three levels deep; no other wildcard.
+_SECRET_READ = re.compile(
+    r"^arn:aws:secretsmanager:[a-z0-9-]+:\d{12}:secret:"
+    r"(?:[^*?]+|[^*?/]+/[^*?/]+/[^*?]+/\*)$"
+)
+SES_SEND_ACTIONS = frozenset({"ses:SendEmail", "ses:SendRawEmail"})
+_SES_SEND_RESOURCE = re.compile(
+    r"^arn:aws:ses:[a-z0-9-]+:\d{12}:(?:identity|configuration-set)/[^*?]+$"
+)
+# Policies attached to a resource (not identity policies, not trust policies).
+RESOURCE_POLICIES = (
+    "aws:kms/key:Key",
+    "aws:sns/topicPolicy:TopicPolicy",
+    "aws:s3/bucketPolicy:BucketPolicy",
+)
 MANAGED_POLICY_ATTACHMENTS = (
     "aws:iam/rolePolicyAttachment:RolePolicyAttachment",
     "aws:iam/policyAttachment:PolicyAttachment",
@@ -162,6 +177,46 @@ def invocations_name_functions_of_this_stack(mocks: RecordingMocks) -> list[str]
     ]
 
 
+def secret_reads_and_email_sends_name_their_resources(mocks: RecordingMocks) -> list[str]:
+    """``secretsmanager:GetSecretValue`` names secrets by ARN, a wildcard only as a trailing
+    ``/*`` under a folder at least three levels deep (``micro-agent/<stack>/tenants/*``); SES
+    sends name identities and configuration sets by ARN, no wildcard at all."""
+    problems: list[str] = []
+    for resource, item in statements(mocks):
+        if item["Effect"] != "Allow":
+            continue
+        actions = set(_as_list(item["Action"]))
+        for arn in _as_list(item.get("Resource", [])):
+            if "secretsmanager:GetSecretValue" in actions and not _SECRET_READ.match(arn):
+                problems.append(
+                    f"{resource.name}: statement {item.get('Sid')} reads secrets {arn!r}"
+                )
+            if actions & SES_SEND_ACTIONS and not _SES_SEND_RESOURCE.match(arn):
+                problems.append(
+                    f"{resource.name}: statement {item.get('Sid')} sends email as {arn!r}"
+                )
+    return problems
+
+
+def service_grants_are_scoped_to_this_account(mocks: RecordingMocks) -> list[str]:
+    """A key, topic or bucket policy that lets an AWS service in requires ``aws:SourceAccount``
+    (so another account's alarm or configuration set cannot use it: the confused deputy)."""
+    return [
+        f"{resource.name}: statement {item.get('Sid')} lets {item['Principal']['Service']} in "
+        "from any account"
+        for resource, item in statements(mocks)
+        if resource.type in RESOURCE_POLICIES
+        and item["Effect"] == "Allow"
+        and isinstance(item.get("Principal"), dict)
+        and "Service" in item["Principal"]
+        and not any(
+            key.lower() == "aws:sourceaccount"
+            for operator in (item.get("Condition") or {}).values()
+            for key in operator
+        )
+    ]
+
+
 def buckets_are_private_encrypted_versioned_tls_only(mocks: RecordingMocks) -> list[str]:
     """Each bucket: all four public-access blocks, encryption, versioning, TLS-only, lifecycle."""
     problems: list[str] = []
@@ -208,37 +263,64 @@ def buckets_are_private_encrypted_versioned_tls_only(mocks: RecordingMocks) -> l
     return problems
 
 
-def topics_use_a_rotated_customer_key_cloudwatch_can_use(mocks: RecordingMocks) -> list[str]:
-    """Topics are encrypted with a CMK (not alias/aws/sns) that rotates and CloudWatch may use."""
+def _alarm_topics(mocks: RecordingMocks) -> set[str]:
+    return {
+        arn
+        for alarm in mocks.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
+        for arn in alarm.inputs.get("alarmActions") or []
+    }
+
+
+def _ses_event_topics(mocks: RecordingMocks) -> set[str]:
+    return {
+        destination.inputs["eventDestination"]["snsDestination"]["topicArn"]
+        for destination in mocks.of_type(
+            "aws:sesv2/configurationSetEventDestination:ConfigurationSetEventDestination"
+        )
+        if (destination.inputs.get("eventDestination") or {}).get("snsDestination")
+    }
+
+
+def topics_use_a_rotated_customer_key_their_publishers_can_use(
+    mocks: RecordingMocks,
+) -> list[str]:
+    """Topics are encrypted with a rotating CMK of this stack (not alias/aws/sns, whose policy
+    cannot let a service in), and its policy lets in the services that publish to the topic:
+    CloudWatch where an alarm notifies it, SES where a configuration set's events go to it."""
     problems: list[str] = []
-    keys = {
-        f"arn:aws:kms:sa-east-1:123456789012:{k.name}-id": k
-        for k in mocks.of_type("aws:kms/key:Key")
+    keys = {k.outputs["arn"]: k for k in mocks.of_type("aws:kms/key:Key")}
+    publishers = {
+        "cloudwatch.amazonaws.com": _alarm_topics(mocks),
+        "ses.amazonaws.com": _ses_event_topics(mocks),
     }
     for topic in mocks.of_type("aws:sns/topic:Topic"):
         key_ref = topic.inputs.get("kmsMasterKeyId", "")
-        key = next((k for arn, k in keys.items() if key_ref == arn), None)
+        key = keys.get(key_ref)
         if key is None:
             problems.append(f"{topic.name}: not encrypted with a key of this stack ({key_ref!r})")
             continue
         if key.inputs.get("enableKeyRotation") is not True:
             problems.append(f"{key.name}: key rotation is off")
-        cloudwatch_may_use = any(
-            "cloudwatch.amazonaws.com" in _principals(item)
-            and {"kms:GenerateDataKey", "kms:Decrypt"} <= set(_as_list(item["Action"]))
-            for item in json.loads(key.inputs.get("policy", '{"Statement": []}'))["Statement"]
-        )
-        if not cloudwatch_may_use:
-            problems.append(f"{key.name}: key policy does not let CloudWatch alarms use it")
+        key_statements = json.loads(key.inputs.get("policy", '{"Statement": []}'))["Statement"]
+        for service, topics in publishers.items():
+            may_use = any(
+                item["Effect"] == "Allow"
+                and service in _principals(item)
+                and {"kms:GenerateDataKey", "kms:Decrypt"} <= set(_as_list(item["Action"]))
+                for item in key_statements
+            )
+            if topic.outputs["arn"] in topics and not may_use:
+                problems.append(
+                    f"{key.name}: {service} publishes to {topic.name} but may not use its key"
+                )
     return problems
 
 
 def alarms_notify_the_alerts_topic(mocks: RecordingMocks) -> list[str]:
-    """Every alarm has an alerts topic of this stack among its alarm actions."""
-    topics = {
-        t.inputs.get("arn") or f"arn:aws:sns:sa-east-1:123456789012:{t.name}-id"
-        for t in mocks.of_type("aws:sns/topic:Topic")
-    }
+    """Every alarm has an alerts topic of this stack among its alarm actions (a topic that
+    SES events go to is not one)."""
+    topics = {t.outputs["arn"] for t in mocks.of_type("aws:sns/topic:Topic")}
+    topics -= _ses_event_topics(mocks)
     return [
         f"{alarm.name}: alarm actions {alarm.inputs.get('alarmActions')} miss the alerts topic"
         for alarm in mocks.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
@@ -305,7 +387,8 @@ def taggable_resources_carry_project_stack_service(mocks: RecordingMocks) -> lis
 
 def roles_hold_only_what_their_function_needs(mocks: RecordingMocks) -> list[str]:
     """Role policies grant only: log writes, the database (a secret or IAM authentication as
-    one user), the alerts topic and key, VPC network interfaces, and (schedulers) invocation."""
+    one user), the alerts topic and key, VPC network interfaces, (schedulers) invocation, and
+    (live dispatch) reading its secrets and sending email through SES."""
     allowed = {
         "logs:CreateLogStream",
         "logs:PutLogEvents",
@@ -315,6 +398,7 @@ def roles_hold_only_what_their_function_needs(mocks: RecordingMocks) -> list[str
         "kms:GenerateDataKey",
         "kms:Decrypt",
         "lambda:InvokeFunction",
+        *SES_SEND_ACTIONS,
         *LAMBDA_VPC_NETWORK_INTERFACE_ACTIONS,
     }
     problems: list[str] = []
@@ -337,8 +421,10 @@ CHECKS: dict[str, Check] = {
         log_writes_name_their_own_log_group,
         database_connect_names_one_user,
         invocations_name_functions_of_this_stack,
+        secret_reads_and_email_sends_name_their_resources,
+        service_grants_are_scoped_to_this_account,
         buckets_are_private_encrypted_versioned_tls_only,
-        topics_use_a_rotated_customer_key_cloudwatch_can_use,
+        topics_use_a_rotated_customer_key_their_publishers_can_use,
         alarms_notify_the_alerts_topic,
         functions_have_logs_async_config_and_vpc,
         taggable_resources_carry_project_stack_service,
