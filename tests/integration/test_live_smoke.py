@@ -84,3 +84,48 @@ def test_a_live_run_sends_each_claim_once_and_records_it(migrated_db: str, graph
     assert response["dryRun"] is False
     assert response["summary"]["sent"] == 3
     assert all(d["providerMessageId"] for d in response["decisions"])
+
+
+# The probe runs in a fresh interpreter so that no other test's imports count.
+_IMPORT_PROBE = """
+import json, sys
+from datetime import UTC, datetime
+import psycopg
+from dry_run.service import run_invocation
+
+with psycopg.connect(sys.argv[1], autocommit=True) as conn:
+    result = run_invocation(
+        conn, tenant_id=sys.argv[2], batch_size=5, run_id=sys.argv[3],
+        clock=lambda: datetime(2026, 11, 25, 15, 0, tzinfo=UTC),
+        dispatch_enabled=sys.argv[4] == "true", live_runtime=lambda: None,
+    )
+loaded = [m for m in ("dry_run.live", "dry_run.live_ledger", "dry_run.senders.whatsapp",
+                      "dry_run.senders.email", "boto3", "icalendar", "urllib3")
+          if m in sys.modules]
+print(json.dumps({"dryRun": result.dry_run, "loaded": loaded}))
+"""
+
+
+@pytest.mark.parametrize("flag", ["false", "true"])
+def test_a_dry_run_never_loads_the_send_path(migrated_db: str, flag: str) -> None:
+    import json
+    import subprocess
+    import sys
+
+    # GIVEN a tenant in dry_run (with the flag off, or on: shadow mode)
+    with psycopg.connect(migrated_db) as conn:
+        insert_tenant(conn, "t-1")
+        insert_leads(conn, "t-1", 2)
+
+    # WHEN a fresh interpreter runs it
+    probe = subprocess.run(
+        [sys.executable, "-c", _IMPORT_PROBE, migrated_db, "t-1", f"r-{flag}", flag],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+
+    # THEN it was a dry run, and neither the live code nor any sender's library was imported
+    outcome = json.loads(probe.stdout.strip().splitlines()[-1])
+    assert outcome == {"dryRun": True, "loaded": []}

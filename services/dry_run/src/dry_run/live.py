@@ -192,9 +192,11 @@ def render(template: TemplateRow, lead: Lead, meeting: Meeting | None) -> Conten
     )
 
 
-def _failed(decision: Decision, code: str) -> Outcome:
+def _failed(decision: Decision, code: str, *, pause_channel: bool = False) -> Outcome:
     # Nothing reached a provider: a definite failure, not retried (the content is data to fix).
-    return Outcome(decision, "failed", error_code=code, retryable=False)
+    return Outcome(
+        decision, "failed", error_code=code, retryable=False, pause_channel=pause_channel
+    )
 
 
 def build_dispatch(
@@ -230,7 +232,8 @@ def build_dispatch(
         if not secret_arn or (
             runtime.secrets_prefix and not secret_arn.startswith(runtime.secrets_prefix)
         ):
-            return _failed(decision, "secret_outside_prefix")
+            # Every send of the channel would fail the same way (and IAM denies the read).
+            return _failed(decision, "secret_outside_prefix", pause_channel=True)
         recipient = lead.phone_e164
     else:
         secret_arn = None
