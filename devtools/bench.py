@@ -1,4 +1,4 @@
-"""``nox -s bench``: benchmarks of the dry-run hot paths; a table and ``build/bench.json``.
+"""``nox -s bench``: benchmarks of the agent's hot paths; a table and ``build/bench.json``.
 
 Contenders are alternated within one run and reported as medians and minimums, each against a
 baseline measured in the same run: these machines are shared and noisy, so ratios matter more
@@ -10,12 +10,18 @@ is rolled back: ``run_dry_run`` opens its own ``conn.transaction()``, which psyc
 savepoint, so the timed region has the run's work but not the final COMMIT's flush. The
 handler benchmark (f) commits for real instead: each round's clock is a week later, which makes
 the same leads due again.
+
+The live benchmarks (g) send through the container's own runtime (``bootstrap``) to the fake
+Graph API (``devtools/fake_graph.py``) on 127.0.0.1, which answers every message after 100 ms;
+each round checks that every lead was sent once and recorded. ``--only live_throughput --only
+live_statements`` runs just them (about 2 minutes; the other figures in the output are kept).
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import itertools
 import json
 import logging
 import os
@@ -34,7 +40,8 @@ from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TextIO, cast
+from types import FrameType
+from typing import Any, NamedTuple, TextIO, cast
 from zoneinfo import ZoneInfo
 
 import psycopg
@@ -43,12 +50,14 @@ from psycopg.types.json import Jsonb
 from rich.console import Console
 from rich.table import Table
 
+from devtools.fake_graph import FakeGraph, running_fake_graph
 from devtools.lambda_context import LocalLambdaContext
 from devtools.localdb import REPO_ROOT, with_database
 from devtools.seed import demo_leads, seed_tenant
-from dry_run import bootstrap, contacts, handler, leads, ledger
+from dry_run import bootstrap, contacts, handler, leads, ledger, live
 from dry_run.contacts import Verdicts, with_verdicts
 from dry_run.leads import DRY_RUN
+from dry_run.live import LiveRuntime
 from dry_run.policy import (
     WHATSAPP_TEMPLATES,
     ChannelLimit,
@@ -60,7 +69,15 @@ from dry_run.policy import (
 )
 from dry_run.quiet_hours import next_allowed_start
 from dry_run.responses import RunResult
-from dry_run.service import run_dry_run
+from dry_run.senders import Dispatch, Sender, SendResult
+from dry_run.service import run_dry_run, run_invocation
+from dry_run.settings import (
+    DEFAULT_SEND_CONCURRENCY,
+    DISPATCH_FLAG,
+    SEND_CONCURRENCY,
+    WHATSAPP_GRAPH_URL,
+    Settings,
+)
 from migrate.files import default_migrations_dir
 from migrate.runner import Runner
 
@@ -924,6 +941,490 @@ def bench_handler(url: str, count: int, rounds: int, *, profile: bool = False) -
     }
 
 
+# --- (g) live dispatch: throughput against a provider answering in 100 ms, and statements ---
+
+# The fake Graph API answers every message after this long (Meta's usual latency, roughly).
+LIVE_DELAY_S = 0.1
+# Issue 9: at least this many sends per second per invocation (sequential calls give 10).
+LIVE_TARGET_SENDS_PER_S = 50.0
+# Pulumi.yaml's default dryRunTimeoutSeconds: the budget a deployed invocation has.
+LIVE_LAMBDA_TIMEOUT_S = 60.0
+LIVE_TOKEN = "bench-graph-token"  # noqa: S105 - the fake's token, not a secret
+# Where a tenant's token would be (the bench answers Secrets Manager itself).
+_TOKEN_ARN = "arn:aws:secretsmanager:sa-east-1:123456789012:secret:micro-agent/bench/{}"  # noqa: S105
+# Each live tenant gets a business number of its own (tenant_senders' numbers are unique).
+_live_numbers = itertools.count(106_540_352_200_000)
+# The mixed batch of live_statements: what the fake answers its 2nd to 5th leads (the 1st has
+# no consent: skipped), so that every conditional write of the record transaction happens.
+MIXED_SCRIPTS: tuple[dict[str, Any], ...] = (
+    {"error_code": 131026},  # failed, unreachable: an opt_outs row, the lead due again
+    {"error_code": 131000},  # failed, retryable
+    {"drop": "reset"},  # no answer: unknown
+    {"error_code": 131048},  # failed, the channel paused
+)
+
+
+def mixed_actions(size: int) -> dict[str, int]:
+    """The actions a mixed batch of ``size`` leads (``MIXED_SCRIPTS``) must end with."""
+    if size < len(MIXED_SCRIPTS) + 2:
+        raise ValueError(f"a mixed batch needs at least {len(MIXED_SCRIPTS) + 2} leads")
+    return {"sent": size - 5, "failed": 3, "unknown": 1, "skipped": 1}
+
+
+class TimedSender:
+    """Wraps a sender and notes when each provider call starts and ends: the send phase."""
+
+    def __init__(self, inner: Sender) -> None:
+        self.inner = inner
+        self.calls: list[tuple[float, float]] = []
+        self._lock = threading.Lock()
+
+    def send(self, dispatch: Dispatch) -> SendResult:
+        started = time.perf_counter()
+        try:
+            return self.inner.send(dispatch)
+        finally:
+            ended = time.perf_counter()
+            with self._lock:
+                self.calls.append((started, ended))
+
+    def span(self) -> tuple[float, float]:
+        """When the first call started and the last one ended (perf_counter seconds)."""
+        with self._lock:
+            if not self.calls:
+                raise AssertionError("no provider call was made")
+            return min(start for start, _ in self.calls), max(end for _, end in self.calls)
+
+    def reset(self) -> None:
+        with self._lock:
+            self.calls.clear()
+
+    def close(self) -> None:
+        close = getattr(self.inner, "close", None)
+        if close is not None:
+            close()
+
+
+def live_runtime(graph_url: str, url: str, concurrency: int) -> tuple[LiveRuntime, TimedSender]:
+    """The runtime a container builds (``bootstrap``: pool sized to the concurrency, 80/s
+    pacing per number, the token cache), its Secrets Manager answered locally; the WhatsApp
+    sender wrapped to time the send phase."""
+    settings = Settings.from_environ(
+        {
+            "DATABASE_URL": url,
+            DISPATCH_FLAG: "true",
+            WHATSAPP_GRAPH_URL: graph_url,
+            SEND_CONCURRENCY: str(concurrency),
+        }
+    )
+    runtime = bootstrap.build_live_runtime(
+        settings, fetch_secret=lambda arn: {"accessToken": LIVE_TOKEN}
+    )
+    timed = TimedSender(runtime.senders["whatsapp"])
+    runtime.senders = {"whatsapp": timed}
+    return runtime, timed
+
+
+def live_tenant(conn: psycopg.Connection[Any], tenant_id: str, count: int) -> None:
+    """A live tenant, uncapped, with a WhatsApp sender and ``count`` new leads with distinct
+    valid mobiles and consent (each decided a WhatsApp template send inside the window)."""
+    _bulk_tenant(conn, tenant_id, count)
+    conn.execute("UPDATE tenants SET dispatch_mode = 'live' WHERE id = %s", (tenant_id,))
+    conn.execute(
+        "INSERT INTO tenant_senders (tenant_id, channel, sender, secret_arn) "
+        "VALUES (%s, 'whatsapp', %s, %s)",
+        (tenant_id, str(next(_live_numbers)), _TOKEN_ARN.format(tenant_id)),
+    )
+
+
+def add_live_partitions(conn: psycopg.Connection[Any], moments: Sequence[datetime]) -> None:
+    """live_log's month partitions for decisions at these instants (as ``add_partitions``)."""
+    for moment in moments:
+        for day in ((moment - timedelta(days=1)).date(), (moment + timedelta(days=1)).date()):
+            conn.execute("SELECT live_log_add_partition(%s)", (day,))
+
+
+class LiveCheck(NamedTuple):
+    """What a live run's sends left behind, counted in four places."""
+
+    sent_decisions: int
+    requests: int
+    distinct_recipients: int
+    dispatches_sent: int
+    dispatches_rows: int
+    logged_sent: int
+
+    def problems(self, expected: int) -> list[str]:
+        """Why the run did not send exactly ``expected`` messages, once each, all recorded."""
+        found = []
+        if self.sent_decisions != expected:
+            found.append(f"{self.sent_decisions} decisions sent, expected {expected}")
+        if self.requests != expected:
+            found.append(f"the fake received {self.requests} requests, expected {expected}")
+        if self.distinct_recipients != self.requests:
+            found.append(f"{self.requests} requests for {self.distinct_recipients} recipients")
+        if self.dispatches_sent != expected or self.dispatches_rows != expected:
+            found.append(
+                f"dispatches: {self.dispatches_sent} sent of {self.dispatches_rows} rows, "
+                f"expected {expected} of {expected}"
+            )
+        if self.logged_sent != expected:
+            found.append(f"live_log: {self.logged_sent} sent, expected {expected}")
+        return found
+
+
+@dataclass(frozen=True)
+class LiveRun:
+    """One measured live invocation (seconds, perf_counter based)."""
+
+    sent: int
+    wall_s: float
+    # From the invocation's start to the first provider call: decide, claim, COMMIT.
+    before_sends_s: float
+    # From the first provider call's start to the last one's end.
+    send_phase_s: float
+    # From the last answer to the invocation's return: the record transaction.
+    after_sends_s: float
+
+    @property
+    def sends_per_s(self) -> float:
+        return self.sent / self.wall_s
+
+    @property
+    def send_phase_sends_per_s(self) -> float:
+        return self.sent / self.send_phase_s
+
+
+def summarize_live_runs(runs: Sequence[LiveRun]) -> dict[str, Any]:
+    """A contender's figures over its rounds: rates, the whole invocation, its three phases."""
+    if not runs:
+        raise ValueError("no live run to summarize")
+
+    def stats(values: Sequence[float]) -> Stats:
+        return Stats(tuple(values))
+
+    return {
+        "sent_per_run": sorted({run.sent for run in runs}),
+        "sends_per_s": stats([run.sends_per_s for run in runs]).to_dict("sends/s"),
+        "send_phase_sends_per_s": stats([run.send_phase_sends_per_s for run in runs]).to_dict(
+            "sends/s"
+        ),
+        "wall": stats([run.wall_s for run in runs]).to_dict("s"),
+        "before_sends": stats([run.before_sends_s * 1000 for run in runs]).to_dict("ms"),
+        "send_phase": stats([run.send_phase_s for run in runs]).to_dict("s"),
+        "after_sends": stats([run.after_sends_s * 1000 for run in runs]).to_dict("ms"),
+    }
+
+
+def _live_check(
+    conn: psycopg.Connection[Any], tenant_id: str, decisions: Sequence[Decision], graph: FakeGraph
+) -> LiveCheck:
+    requests = graph.requests
+    row = conn.execute(
+        "SELECT (SELECT count(*) FILTER (WHERE status = 'sent' AND provider_message_id "
+        "IS NOT NULL) FROM dispatches WHERE tenant_id = %(t)s), "
+        "(SELECT count(*) FROM dispatches WHERE tenant_id = %(t)s), "
+        "(SELECT count(*) FILTER (WHERE action = 'sent') FROM live_log WHERE tenant_id = %(t)s)",
+        {"t": tenant_id},
+    ).fetchone()
+    assert row is not None
+    return LiveCheck(
+        sent_decisions=sum(d.action == "sent" for d in decisions),
+        requests=len(requests),
+        distinct_recipients=len({r.recipient for r in requests}),
+        dispatches_sent=row[0],
+        dispatches_rows=row[1],
+        logged_sent=row[2],
+    )
+
+
+def _live_invocation(
+    conn: psycopg.Connection[Any],
+    tenant_id: str,
+    batch_size: int,
+    runtime: LiveRuntime,
+    *,
+    remaining_s: Callable[[], float] | None = None,
+) -> tuple[float, RunResult]:
+    """One live invocation at the bench's clock; when it started (perf_counter) and its result."""
+    started = time.perf_counter()
+    result = run_invocation(
+        conn,
+        tenant_id=tenant_id,
+        batch_size=batch_size,
+        run_id=f"live-{uuid.uuid4()}",
+        clock=lambda: NOW,
+        dispatch_enabled=True,
+        live_runtime=lambda: runtime,
+        remaining_s=remaining_s,
+    )
+    return started, result
+
+
+def bench_live_throughput(
+    url: str, leads_count: int, sequential_count: int, rounds: int
+) -> dict[str, Any]:
+    """One live invocation of ``leads_count`` leads at the default concurrency against one of
+    ``sequential_count`` at concurrency 1 (the sequential baseline), alternated, each round on
+    new tenants; then one invocation with a deployed function's time budget."""
+    concurrency = DEFAULT_SEND_CONCURRENCY
+    sizes = {"concurrent": leads_count, "sequential": sequential_count}
+    with _connect(url) as conn, running_fake_graph(token=LIVE_TOKEN) as graph:
+        add_live_partitions(conn, [NOW])
+        graph.script(delay_s=LIVE_DELAY_S)
+        runtimes = {
+            "concurrent": live_runtime(graph.url, url, concurrency),
+            "sequential": live_runtime(graph.url, url, 1),
+        }
+        tenants: dict[str, Iterator[str]] = {}
+        for name, size in sizes.items():
+            names = [f"bench-live-{name}-{index}" for index in range(rounds)]
+            for tenant in names:
+                live_tenant(conn, tenant, size)
+            tenants[name] = iter(names)
+        runs: dict[str, list[LiveRun]] = {name: [] for name in sizes}
+
+        def contender(name: str) -> Callable[[], float]:
+            runtime, timed = runtimes[name]
+            size = sizes[name]
+
+            def measured() -> float:
+                tenant = next(tenants[name])
+                graph.clear_requests()
+                timed.reset()
+                started, result = _live_invocation(conn, tenant, size, runtime)
+                ended = time.perf_counter()
+                problems = _live_check(conn, tenant, result.decisions, graph).problems(size)
+                if problems:
+                    raise AssertionError(f"{name} live run lost sends: {'; '.join(problems)}")
+                first, last = timed.span()
+                run = LiveRun(size, ended - started, first - started, last - first, ended - last)
+                runs[name].append(run)
+                return run.sends_per_s
+
+            return measured
+
+        try:
+            # Warm-up: each container's sending threads, its connections, its cached token.
+            for name, (runtime, _) in runtimes.items():
+                warm = f"bench-live-warm-{name}"
+                live_tenant(conn, warm, 2 * concurrency)
+                _live_invocation(conn, warm, 2 * concurrency, runtime)
+            alternate({name: contender(name) for name in sizes}, rounds)
+            budget = _live_budget_run(conn, graph, runtimes["concurrent"], leads_count)
+        finally:
+            for runtime, _ in runtimes.values():
+                runtime.close()
+    concurrent = summarize_live_runs(runs["concurrent"])
+    sequential = summarize_live_runs(runs["sequential"])
+    rate = Stats(tuple(run.sends_per_s for run in runs["concurrent"]))
+    baseline = Stats(tuple(run.sends_per_s for run in runs["sequential"]))
+    pacing = live.WHATSAPP_MESSAGES_PER_S
+    return {
+        "leads": leads_count,
+        "sequential_leads": sequential_count,
+        "provider_delay_ms": round(LIVE_DELAY_S * 1000),
+        "concurrency": concurrency,
+        "pacing_per_number_per_s": pacing,
+        "ceiling_sends_per_s": min(concurrency / LIVE_DELAY_S, pacing),
+        "rounds": rounds,
+        "verified": "every round: each lead sent once, the fake's requests, dispatches, live_log",
+        "concurrent": concurrent,
+        "sequential": sequential,
+        "speedup_median": ratio(rate, baseline, 1),
+        "target_sends_per_s": LIVE_TARGET_SENDS_PER_S,
+        "meets_target": rate.median >= LIVE_TARGET_SENDS_PER_S,
+        "lambda_budget": budget,
+    }
+
+
+def _live_budget_run(
+    conn: psycopg.Connection[Any],
+    graph: FakeGraph,
+    runtime_and_timer: tuple[LiveRuntime, TimedSender],
+    count: int,
+) -> dict[str, Any]:
+    """One invocation as a deployed function makes it: with the time a default-timeout Lambda
+    has left (``remaining_s``), which bounds how many sends the run claims."""
+    runtime, _ = runtime_and_timer
+    tenant = "bench-live-budget"
+    live_tenant(conn, tenant, count)
+    graph.clear_requests()
+    deadline = time.monotonic() + LIVE_LAMBDA_TIMEOUT_S
+    started, result = _live_invocation(
+        conn, tenant, count, runtime, remaining_s=lambda: deadline - time.monotonic()
+    )
+    wall = time.perf_counter() - started
+    outcomes = Counter(
+        f"{d.action}:{d.reason}" if d.action != "sent" else "sent" for d in result.decisions
+    )
+    sent = outcomes["sent"]
+    problems = _live_check(conn, tenant, result.decisions, graph).problems(sent)
+    if problems:
+        raise AssertionError(f"the time-budget run lost sends: {'; '.join(problems)}")
+    return {
+        "timeout_s": LIVE_LAMBDA_TIMEOUT_S,
+        "leads": count,
+        "claims_allowed": runtime.capacity(LIVE_LAMBDA_TIMEOUT_S),
+        "outcomes": dict(sorted(outcomes.items())),
+        "sent": sent,
+        "wall_s": round(wall, 3),
+        "sends_per_s": round(sent / wall, 1),
+    }
+
+
+# Statements of a live invocation: recorded with the adapter function that issued each one,
+# and the transactions' BEGIN and COMMIT (which psycopg sends itself, not through a cursor).
+
+_TX_START, _TX_END, _TX_ROLLBACK = "BEGIN", "COMMIT", "ROLLBACK"
+
+
+def _statement_label() -> str:
+    """The dry_run function that issued the statement being executed (module.function)."""
+    frame: FrameType | None = sys._getframe(2)  # the caller of the cursor's method
+    while frame is not None:
+        module = str(frame.f_globals.get("__name__", ""))
+        if module.startswith("dry_run."):
+            return f"{module.removeprefix('dry_run.')}.{frame.f_code.co_name}"
+        frame = frame.f_back
+    return "other"
+
+
+def _note(conn: Any, event: str) -> None:
+    events: list[str] | None = getattr(conn, "events", None)
+    if events is not None:
+        events.append(event)
+
+
+class RecordingCursor(psycopg.Cursor[Any]):
+    """Notes each statement on its connection's ``events`` (COPY counts as one)."""
+
+    def execute(self, *args: Any, **kwargs: Any) -> Any:
+        _note(self.connection, _statement_label())
+        return super().execute(*args, **kwargs)
+
+    def executemany(self, *args: Any, **kwargs: Any) -> Any:
+        _note(self.connection, _statement_label())
+        return super().executemany(*args, **kwargs)
+
+    def copy(self, *args: Any, **kwargs: Any) -> Any:
+        _note(self.connection, _statement_label())
+        return super().copy(*args, **kwargs)
+
+
+class RecordingConnection(psycopg.Connection[Any]):
+    """A connection whose statements (``RecordingCursor``) and transactions are noted in
+    ``events`` while it is a list."""
+
+    events: list[str] | None = None
+
+    @contextmanager
+    def transaction(
+        self, savepoint_name: str | None = None, force_rollback: bool = False
+    ) -> Iterator[psycopg.Transaction]:
+        outer = self.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        if outer:
+            _note(self, _TX_START)
+        committed = False
+        try:
+            with super().transaction(savepoint_name, force_rollback) as tx:
+                yield tx
+            committed = not force_rollback
+        finally:
+            if outer:
+                _note(self, _TX_END if committed else _TX_ROLLBACK)
+
+
+def transactions(events: Sequence[str]) -> list[list[str]]:
+    """The events grouped as the server sees them: each transaction from BEGIN to its end, and
+    each statement outside one (autocommit) on its own."""
+    groups: list[list[str]] = []
+    current: list[str] | None = None
+    for event in events:
+        if event == _TX_START:
+            current = [event]
+            groups.append(current)
+        elif current is not None:
+            current.append(event)
+            if event in (_TX_END, _TX_ROLLBACK):
+                current = None
+        else:
+            groups.append([event])
+    return groups
+
+
+def _mix(conn: psycopg.Connection[Any], graph: FakeGraph, tenant_id: str) -> None:
+    """The tenant's oldest lead loses its consent; the fake answers the next four as
+    ``MIXED_SCRIPTS`` says."""
+    oldest = conn.execute(
+        "SELECT id, phone FROM leads WHERE tenant_id = %s ORDER BY created_at LIMIT %s",
+        (tenant_id, len(MIXED_SCRIPTS) + 1),
+    ).fetchall()
+    conn.execute(
+        "UPDATE leads SET whatsapp_opt_in = false, email_opt_in = false WHERE id = %s",
+        (oldest[0][0],),
+    )
+    for (_, phone), answer in zip(oldest[1:], MIXED_SCRIPTS, strict=True):
+        graph.script(phone, **answer)
+
+
+def bench_live_statements(url: str, sizes: Sequence[int]) -> dict[str, Any]:
+    """The statements of live invocations of each size: every lead sent, and a mixed batch
+    (a skip, three kinds of failure, an unknown) that takes every conditional write."""
+    counts: dict[str, dict[str, int]] = {"all_sent": {}, "mixed": {}}
+    events_by: dict[str, dict[int, list[str]]] = {"all_sent": {}, "mixed": {}}
+    with (
+        RecordingConnection.connect(
+            url, autocommit=True, prepare_threshold=None, cursor_factory=RecordingCursor
+        ) as conn,
+        running_fake_graph(token=LIVE_TOKEN) as graph,
+    ):
+        add_live_partitions(conn, [NOW])
+        runtime, _ = live_runtime(graph.url, url, DEFAULT_SEND_CONCURRENCY)
+        # The count does not depend on pacing: 80 sends/s per number would only add minutes.
+        runtime.pacer = live.Pacer(1_000_000)
+        try:
+            for kind, size in itertools.product(counts, sizes):
+                tenant = f"bench-live-stmt-{kind}-{size}"
+                live_tenant(conn, tenant, size)
+                graph.clear_scripts()
+                graph.clear_requests()
+                expected = {"sent": size}
+                if kind == "mixed":
+                    _mix(conn, graph, tenant)
+                    expected = mixed_actions(size)
+                conn.events = []
+                _, result = _live_invocation(conn, tenant, size, runtime)
+                events, conn.events = conn.events, None
+                actions = dict(Counter(d.action for d in result.decisions))
+                if actions != expected:
+                    raise AssertionError(f"{tenant}: {actions}, expected {expected}")
+                if kind == "all_sent" and (
+                    problems := _live_check(conn, tenant, result.decisions, graph).problems(size)
+                ):
+                    raise AssertionError(f"{tenant} lost sends: {'; '.join(problems)}")
+                counts[kind][str(size)] = len(events)
+                events_by[kind][size] = events
+        finally:
+            runtime.close()
+    largest = max(sizes)
+    return {
+        "by_batch_size": counts["all_sent"],
+        "constant": len(set(counts["all_sent"].values())) == 1,
+        "mixed_by_batch_size": counts["mixed"],
+        "mixed_constant": len(set(counts["mixed"].values())) == 1,
+        # Stronger than equal counts: the same statements, in the same order, at every size.
+        "same_statements_every_size": all(
+            len({tuple(events) for events in by_size.values()}) == 1
+            for by_size in events_by.values()
+        ),
+        "counting": "cursor executes and COPYs (as (b)), plus each transaction's BEGIN and COMMIT",
+        f"transactions_at_{largest}": {
+            kind: transactions(by_size[largest]) for kind, by_size in events_by.items()
+        },
+    }
+
+
 # --- artifacts: size, build time, cold import with and without precompiled bytecode ---------
 
 _IMPORT_SCRIPT = """
@@ -999,6 +1500,7 @@ def _versus(a: dict[str, Any], b: dict[str, Any], unit: str = "ms", digits: int 
 
 
 def _render(report: dict[str, Any], console: Console) -> None:
+    """The table of the benchmarks in ``report`` (those that ran)."""
     table = Table(title="nox -s bench (medians; min in brackets)")
     for column in ("benchmark", "result", "target", "ok"):
         table.add_column(column)
@@ -1006,7 +1508,52 @@ def _render(report: dict[str, Any], console: Console) -> None:
     def row(name: str, result: str, target: str, ok: bool | None) -> None:
         table.add_row(name, result, target, "-" if ok is None else "yes" if ok else "NO")
 
-    persist = report["persist"]
+    if "persist" in report:
+        _render_persist(report["persist"], row)
+    if "statements" in report:
+        statements = report["statements"]
+        row(
+            "(b) SQL statements per invocation",
+            ", ".join(f"{size}: {count}" for size, count in statements["by_batch_size"].items()),
+            "same count",
+            statements["constant"],
+        )
+    if "decision" in report:
+        _render_decision(report["decision"], row)
+    _render_issue_8(report, row)
+    if "cold_start" in report:
+        cold = report["cold_start"]
+        row(
+            "(d) cold start, 50 leads",
+            f"{cold['cold_start_wall']['median']:.0f} ms [{cold['cold_start_wall']['min']:.0f}]; "
+            f"imports {cold['import_share_median']:.0%}; bare python "
+            f"{cold['bare_interpreter_wall']['median']:.0f} ms",
+            "< 800 ms",
+            cold["cold_start_wall"]["median"] < 800,
+        )
+    _render_issue_9(report, row)
+    if "artifact" in report:
+        _render_artifact(report["artifact"], row)
+    console.print(table)
+    profile = report.get("handler", {}).get("profile")
+    if profile:
+        top = Table(title="(f) one handler run under cProfile: most time of their own")
+        for column in ("function", "calls", "own ms", "cumulative ms"):
+            top.add_column(column)
+        for entry in profile[:15]:
+            top.add_row(
+                entry["function"],
+                str(entry["calls"]),
+                f"{entry['own_ms']:.1f}",
+                f"{entry['cumulative_ms']:.1f}",
+            )
+        console.print(top)
+
+
+Row = Callable[[str, str, str, bool | None], None]
+
+
+def _render_persist(persist: dict[str, Any], row: Row) -> None:
     e2e = persist["end_to_end"]
     warm = persist["end_to_end_warm_caches"]
     row(
@@ -1028,14 +1575,9 @@ def _render(report: dict[str, Any], console: Console) -> None:
         ">= 10x",
         persist["write_speedup_median"] >= 10,
     )
-    statements = report["statements"]
-    row(
-        "(b) SQL statements per invocation",
-        ", ".join(f"{size}: {count}" for size, count in statements["by_batch_size"].items()),
-        "same count",
-        statements["constant"],
-    )
-    decision = report["decision"]
+
+
+def _render_decision(decision: dict[str, Any], row: Row) -> None:
     warm = decision["warm_verdicts"]
     row(
         "(c) decision per lead, verdicts applied",
@@ -1053,91 +1595,205 @@ def _render(report: dict[str, Any], console: Console) -> None:
         "< 40 us",
         cold_decision["median"] < 40,
     )
-    _render_issue_8(report, row)
-    cold = report["cold_start"]
-    row(
-        "(d) cold start, 50 leads",
-        f"{cold['cold_start_wall']['median']:.0f} ms [{cold['cold_start_wall']['min']:.0f}]; "
-        f"imports {cold['import_share_median']:.0%}; bare python "
-        f"{cold['bare_interpreter_wall']['median']:.0f} ms",
-        "< 800 ms",
-        cold["cold_start_wall"]["median"] < 800,
-    )
-    artifact = report.get("artifact")
-    if artifact:
-        dry_run_size = artifact["sizes"]["dry_run"]
-        row(
-            "artifacts: dry_run.zip size / build time",
-            f"{dry_run_size['zipped'] / 2**20:.1f} MB zipped, "
-            f"{dry_run_size['unzipped'] / 2**20:.1f} MB unzipped; both built in "
-            f"{artifact['build_seconds_both']} s",
-            "< 50 / 250 MB",
-            dry_run_size["zipped"] < 50 * 2**20,
-        )
-        row(
-            "artifacts: cold import, bytecode vs source",
-            f"{artifact['import_with_bytecode']['median']:.0f} vs "
-            f"{artifact['import_without_bytecode']['median']:.0f} ms = "
-            f"{artifact['bytecode_speedup_median']}x",
-            ">= 1.5x",
-            artifact["bytecode_speedup_median"] >= 1.5,
-        )
-    console.print(table)
-    profile = report["handler"].get("profile")
-    if profile:
-        top = Table(title="(f) one handler run under cProfile: most time of their own")
-        for column in ("function", "calls", "own ms", "cumulative ms"):
-            top.add_column(column)
-        for entry in profile[:15]:
-            top.add_row(
-                entry["function"],
-                str(entry["calls"]),
-                f"{entry['own_ms']:.1f}",
-                f"{entry['cumulative_ms']:.1f}",
-            )
-        console.print(top)
 
 
-def _render_issue_8(
-    report: dict[str, Any], row: Callable[[str, str, str, bool | None], None]
-) -> None:
-    scale = report["scale"]
+def _render_artifact(artifact: dict[str, Any], row: Row) -> None:
+    dry_run_size = artifact["sizes"]["dry_run"]
     row(
-        "(e) 1,000-lead run: 300k-lead tenant (250k in cooldown) vs 8k",
-        f"{_versus(scale['run_big'], scale['run_small'])} = {scale['run_ratio_median']}x",
-        "<= 1.5x",
-        scale["run_ratio_median"] <= scale["target_run_ratio"],
+        "artifacts: dry_run.zip size / build time",
+        f"{dry_run_size['zipped'] / 2**20:.1f} MB zipped, "
+        f"{dry_run_size['unzipped'] / 2**20:.1f} MB unzipped; both built in "
+        f"{artifact['build_seconds_both']} s",
+        "< 50 / 250 MB",
+        dry_run_size["zipped"] < 50 * 2**20,
     )
     row(
-        "(e) due-leads query alone, 300k vs 8k",
-        f"{_versus(scale['due_query_big'], scale['due_query_small'], digits=1)} "
-        f"= {scale['due_query_ratio_median']}x",
-        "",
-        None,
+        "artifacts: cold import, bytecode vs source",
+        f"{artifact['import_with_bytecode']['median']:.0f} vs "
+        f"{artifact['import_without_bytecode']['median']:.0f} ms = "
+        f"{artifact['bytecode_speedup_median']}x",
+        ">= 1.5x",
+        artifact["bytecode_speedup_median"] >= 1.5,
     )
-    sends = sum(scale["big_tenant"]["sends_in_rolling_day"].values())
-    row(
-        "(e) rate-cap count alone, 300k vs 8k",
-        f"{_versus(scale['usage_query_big'], scale['usage_query_small'], digits=1)}; "
-        f"{sends:,} sends in the big tenant's rolling day",
-        "",
-        None,
-    )
-    through = report["handler"]
-    row(
-        f"(f) handler, {through['leads']} leads, warm verdicts, log to a pipe",
-        f"{_versus(through['handler'], through['insert_each_baseline'])} INSERT per row "
-        f"= {through['speedup_median']}x",
-        ">= 3x faster",
-        through["speedup_median"] >= through["target_speedup"],
-    )
+
+
+def _render_issue_8(report: dict[str, Any], row: Row) -> None:
+    if "scale" in report:
+        scale = report["scale"]
+        row(
+            "(e) 1,000-lead run: 300k-lead tenant (250k in cooldown) vs 8k",
+            f"{_versus(scale['run_big'], scale['run_small'])} = {scale['run_ratio_median']}x",
+            "<= 1.5x",
+            scale["run_ratio_median"] <= scale["target_run_ratio"],
+        )
+        row(
+            "(e) due-leads query alone, 300k vs 8k",
+            f"{_versus(scale['due_query_big'], scale['due_query_small'], digits=1)} "
+            f"= {scale['due_query_ratio_median']}x",
+            "",
+            None,
+        )
+        sends = sum(scale["big_tenant"]["sends_in_rolling_day"].values())
+        row(
+            "(e) rate-cap count alone, 300k vs 8k",
+            f"{_versus(scale['usage_query_big'], scale['usage_query_small'], digits=1)}; "
+            f"{sends:,} sends in the big tenant's rolling day",
+            "",
+            None,
+        )
+    if "handler" in report:
+        through = report["handler"]
+        row(
+            f"(f) handler, {through['leads']} leads, warm verdicts, log to a pipe",
+            f"{_versus(through['handler'], through['insert_each_baseline'])} INSERT per row "
+            f"= {through['speedup_median']}x",
+            ">= 3x faster",
+            through["speedup_median"] >= through["target_speedup"],
+        )
+
+
+def live_line(name: str, figures: dict[str, Any]) -> str:
+    """A one-line summary of a live benchmark's figures."""
+    if name == "live_throughput":
+        rate = figures["concurrent"]["sends_per_s"]
+        phase = figures["concurrent"]["send_phase_sends_per_s"]
+        baseline = figures["sequential"]["sends_per_s"]
+        budget = figures["lambda_budget"]
+        return (
+            f"live: {figures['leads']} sends at {rate['median']:.1f}/s [{rate['min']:.1f}] per "
+            f"invocation (send phase {phase['median']:.1f}/s; ceiling "
+            f"{figures['ceiling_sends_per_s']:.0f}/s) vs sequential {baseline['median']:.1f}/s "
+            f"= {figures['speedup_median']}x; target >= {figures['target_sends_per_s']:.0f}/s "
+            f"{'met' if figures['meets_target'] else 'MISSED'}; with a "
+            f"{budget['timeout_s']:.0f} s Lambda budget {budget['sent']} of {budget['leads']} sent"
+        )
+    if name == "live_statements":
+
+        def sizes(counts: dict[str, int]) -> str:
+            return ", ".join(f"{size}: {count}" for size, count in counts.items())
+
+        shapes = {
+            kind: " + ".join(str(len(group)) for group in groups)
+            for kind, groups in next(
+                value for key, value in figures.items() if key.startswith("transactions_at_")
+            ).items()
+        }
+        constant = (
+            figures["constant"]
+            and figures["mixed_constant"]
+            and figures["same_statements_every_size"]
+        )
+        return (
+            f"live statements per invocation: all sent {sizes(figures['by_batch_size'])} "
+            f"({shapes['all_sent']}); mixed outcomes {sizes(figures['mixed_by_batch_size'])} "
+            f"({shapes['mixed']}); {'constant' if constant else 'NOT constant'}"
+        )
+    raise ValueError(f"no summary line for {name!r}")
+
+
+def _render_issue_9(report: dict[str, Any], row: Row) -> None:
+    if "live_throughput" in report:
+        live_figures = report["live_throughput"]
+        concurrent, sequential = live_figures["concurrent"], live_figures["sequential"]
+        rate, baseline = concurrent["sends_per_s"], sequential["sends_per_s"]
+        row(
+            f"(g) live run, {live_figures['leads']} leads, provider 100 ms, "
+            f"{live_figures['concurrency']} threads",
+            f"{rate['median']:.1f} [{rate['min']:.1f}] sends/s (send phase "
+            f"{concurrent['send_phase_sends_per_s']['median']:.1f}/s, "
+            f"{concurrent['wall']['median']:.1f} s) vs sequential "
+            f"{baseline['median']:.1f} [{baseline['min']:.1f}]/s "
+            f"= {live_figures['speedup_median']}x",
+            f">= {live_figures['target_sends_per_s']:.0f}/s",
+            live_figures["meets_target"],
+        )
+        budget = live_figures["lambda_budget"]
+        row(
+            f"(g) same, with a {budget['timeout_s']:.0f} s Lambda's time budget",
+            f"{budget['sent']} of {budget['leads']} sent ({budget['claims_allowed']} claims "
+            f"allowed) at {budget['sends_per_s']:.1f}/s",
+            "-",
+            None,
+        )
+    if "live_statements" in report:
+        statements = report["live_statements"]
+        line = live_line("live_statements", statements)
+        row(
+            "(g) live SQL statements per invocation",
+            line.removeprefix("live statements per invocation: ").rsplit(";", 1)[0],
+            "same count",
+            statements["constant"]
+            and statements["mixed_constant"]
+            and statements["same_statements_every_size"],
+        )
+
+
+# The benchmarks, in the order they run; ``--only`` picks some.
+BENCHMARKS = (
+    "persist",
+    "statements",
+    "decision",
+    "scale",
+    "handler",
+    "cold_start",
+    "live_throughput",
+    "live_statements",
+    "artifact",
+)
+# The live throughput's rounds at most: each full round sends 1,100 messages at <= 80/s.
+LIVE_MAX_ROUNDS = 3
+
+
+def _run_benchmarks(
+    names: Sequence[str], args: argparse.Namespace, rounds: int, url: str, console: Console
+) -> dict[str, Any]:
+    live_leads = args.live_leads or (200 if args.quick else 1000)
+    steps: dict[str, tuple[str, Callable[[], dict[str, Any]]]] = {
+        "persist": ("(a) decide + persist", lambda: bench_persist(url, args.leads, rounds)),
+        "statements": ("(b) statements", lambda: bench_statements(url, [10, 100, 1000])),
+        "decision": ("(c) decision cost", lambda: bench_decision(args.leads, rounds)),
+        "scale": (
+            "(e) scale: loading a 300,000-lead tenant with history",
+            lambda: bench_scale(url, rounds),
+        ),
+        "handler": (
+            "(f) handler end to end",
+            lambda: bench_handler(url, SCALE_BATCH, rounds, profile=args.profile),
+        ),
+        "cold_start": ("(d) cold start", lambda: bench_cold_start(url, rounds)),
+        "live_throughput": (
+            f"(g) live throughput: {live_leads} leads, provider answering in "
+            f"{LIVE_DELAY_S * 1000:.0f} ms",
+            lambda: bench_live_throughput(
+                url, live_leads, max(10, live_leads // 10), min(rounds, LIVE_MAX_ROUNDS)
+            ),
+        ),
+        "live_statements": (
+            "(g) live statements",
+            lambda: bench_live_statements(url, [10, 100, 1000]),
+        ),
+    }
+    results: dict[str, Any] = {}
+    for name in names:
+        title, run = steps[name]
+        console.print(f"{title} ...")
+        results[name] = run()
+        if name.startswith("live_"):
+            console.print(live_line(name, results[name]))
+    return results
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run every benchmark and write build/bench.json."""
+    """Run the benchmarks (every one, or those ``--only`` names) and write build/bench.json."""
     parser = argparse.ArgumentParser(prog="nox -s bench --", description=__doc__)
     parser.add_argument("--rounds", type=int, help="measured rounds per benchmark (default 7)")
     parser.add_argument("--leads", type=int, default=10_000, help="leads of (a) and (c)")
+    parser.add_argument(
+        "--live-leads",
+        type=int,
+        help="leads of the live throughput run (default 1000, 200 with --quick); the "
+        "sequential baseline sends a tenth of them",
+    )
     parser.add_argument("--output", type=Path, default=OUTPUT)
     parser.add_argument("--skip-artifact", action="store_true", help="skip the packaging bench")
     parser.add_argument(
@@ -1146,15 +1802,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--profile", action="store_true", help="cProfile one more handler run of (f), unmeasured"
     )
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=BENCHMARKS,
+        help="run only this benchmark (repeatable); the others' figures in the output are kept",
+    )
     args = parser.parse_args(argv)
     rounds = args.rounds or (3 if args.quick else 7)
     admin_url = os.environ.get("DATABASE_URL", "").strip()
     if not admin_url:
         print("DATABASE_URL is not set: run this through `nox -s bench`.", file=sys.stderr)
         return 2
+    names = [
+        name for name in BENCHMARKS if (name in args.only if args.only else name != "artifact")
+    ]
     console = Console(width=max(Console().width, 140))
+    when = datetime.now(UTC).isoformat(timespec="seconds")
     report: dict[str, Any] = {
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "when": when,
         "rounds": rounds,
         "machine": {
             "python": platform.python_version(),
@@ -1162,24 +1828,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             "platform": platform.platform(),
         },
     }
-    with scratch_database(admin_url) as url:
-        console.print("(a) decide + persist ...")
-        report["persist"] = bench_persist(url, args.leads, rounds)
-        console.print("(b) statements ...")
-        report["statements"] = bench_statements(url, [10, 100, 1000])
-        console.print("(c) decision cost ...")
-        report["decision"] = bench_decision(args.leads, rounds)
-        console.print("(e) scale: loading a 300,000-lead tenant with history ...")
-        report["scale"] = bench_scale(url, rounds)
-        console.print("(f) handler end to end ...")
-        report["handler"] = bench_handler(url, SCALE_BATCH, rounds, profile=args.profile)
-        console.print("(d) cold start ...")
-        report["cold_start"] = bench_cold_start(url, rounds)
-    if not (args.skip_artifact or args.quick):
+    database_benchmarks = [name for name in names if name != "artifact"]
+    if database_benchmarks:
+        with scratch_database(admin_url) as url:
+            report |= _run_benchmarks(database_benchmarks, args, rounds, url, console)
+    with_artifact = "artifact" in names if args.only else not (args.skip_artifact or args.quick)
+    if with_artifact:
         console.print("artifacts ...")
         report["artifact"] = bench_artifact(rounds)
+    measured = [name for name in BENCHMARKS if name in report]
     existing = json.loads(args.output.read_text()) if args.output.is_file() else {}
-    existing["dry_run"] = report
+    previous = existing.get("dry_run", {}) if args.only else {}
+    existing["dry_run"] = previous | report
+    # When each benchmark's figures were measured (an --only run keeps the others').
+    earlier = previous.get("measured_at") or dict.fromkeys(
+        (name for name in BENCHMARKS if name in previous), previous.get("when")
+    )
+    existing["dry_run"]["measured_at"] = earlier | dict.fromkeys(measured, when)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(existing, indent=2) + "\n", encoding="utf-8")
     _render(report, console)

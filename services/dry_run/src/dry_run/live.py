@@ -64,10 +64,10 @@ from dry_run.service import (
 WHATSAPP_MESSAGES_PER_S = 80.0
 # Kept, after the last call, to record the answers (one short transaction).
 RECORD_RESERVE_S = 5.0
-# A provider call's usual duration: sizes how many sends an invocation claims for its remaining
-# time. A call is started only with time left for its full timeout (see ``_send_one``), so an
-# optimistic size releases a few claims, never sends late.
-EXPECTED_CALL_S = 1.0
+# A provider call's usual duration (Meta and SES answer in 0.2-0.5 s): sizes how many sends an
+# invocation claims for its remaining time. A call is started only with time left for its full
+# timeout (see ``_send_one``), so an optimistic size releases a few claims, never sends late.
+EXPECTED_CALL_S = 0.5
 # The keys of a lead's claims made within this long are read with the batch (a key is for one
 # local date, at most ~38 h old anywhere).
 KEY_LOOKBACK = timedelta(days=3)
@@ -134,13 +134,19 @@ class LiveRuntime:
         return self._executor
 
     def capacity(self, remaining_s: float | None) -> int:
-        """How many sends the remaining time can carry (no limit when it is not known)."""
+        """How many sends the remaining time can carry (no limit when it is not known).
+
+        0 when even one call and its recording would not fit; else the calls that fit at
+        the usual pace (the threads' or the per-number pacing's, the slower) until the last
+        moment a call may still start, plus one round of the threads.
+        """
         if remaining_s is None:
             return 1_000_000
-        spare = remaining_s - RECORD_RESERVE_S
-        if spare < self.call_timeout_s:
+        spare = remaining_s - RECORD_RESERVE_S - self.call_timeout_s
+        if spare < 0:
             return 0
-        return int(spare / EXPECTED_CALL_S) * self.concurrency
+        rate = min(self.concurrency / EXPECTED_CALL_S, WHATSAPP_MESSAGES_PER_S)
+        return int(spare * rate) + self.concurrency
 
     def close(self) -> None:
         """Stop the sending threads and close the senders' connections (tests)."""
