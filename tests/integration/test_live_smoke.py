@@ -36,7 +36,9 @@ def runtime(graph: FakeGraph) -> LiveRuntime:
     return LiveRuntime(senders={"whatsapp": sender}, concurrency=4)
 
 
-def test_a_live_run_sends_each_claim_once_and_records_it(migrated_db: str, graph: FakeGraph) -> None:
+def test_a_live_run_sends_each_claim_once_and_records_it(
+    migrated_db: str, graph: FakeGraph
+) -> None:
     with psycopg.connect(migrated_db) as conn:
         insert_tenant(conn, "t-1")
         conn.execute("UPDATE tenants SET dispatch_mode = 'live'")

@@ -19,6 +19,7 @@ Imported only when a live tenant runs: the dry-run path never loads it or the se
 
 from __future__ import annotations
 
+import string
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -167,6 +168,9 @@ class Claimed(NamedTuple):
     attempt: int
 
 
+_FORMATTER = string.Formatter()
+
+
 class RenderError(ValueError):
     """A template's content cannot be rendered (an unknown placeholder, a bad format)."""
 
@@ -177,6 +181,28 @@ def first_name(full_name: str | None) -> str:
     return words[0] if words else "cliente"
 
 
+def fill(text: str, values: Mapping[str, str]) -> str:
+    """``text`` with each ``{name}`` replaced by its value; ``{{``/``}}`` are literal braces.
+
+    Only bare names are placeholders: ``str.format`` would also evaluate attributes, indexes,
+    conversions and widths (``{first_name.__class__}``, ``{first_name:>999999999}``), which
+    content written as data must not reach. Anything else raises RenderError.
+    """
+    parts: list[str] = []
+    try:
+        parsed = list(_FORMATTER.parse(text))
+    except ValueError as exc:
+        raise RenderError(f"malformed placeholder: {exc}") from None
+    for literal, name, spec, conversion in parsed:
+        parts.append(literal)
+        if name is None:
+            continue
+        if name not in values or spec or conversion:
+            raise RenderError(f"unknown placeholder {{{name}}}; expected one of {sorted(values)}")
+        parts.append(values[name])
+    return "".join(parts)
+
+
 def render(template: TemplateRow, lead: Lead, meeting: Meeting | None) -> Content:
     """The content for one lead: ``{first_name}`` and, for invitations, ``{meeting_at}``."""
     values = {"first_name": first_name(lead.full_name)}
@@ -184,17 +210,11 @@ def render(template: TemplateRow, lead: Lead, meeting: Meeting | None) -> Conten
         local = meeting.starts_at.astimezone(ZoneInfo(meeting.timezone))
         values["meeting_at"] = local.strftime("%d/%m/%Y %H:%M")
 
-    def fill(text: str) -> str:
-        try:
-            return text.format_map(values)
-        except (KeyError, IndexError, ValueError, AttributeError) as exc:
-            raise RenderError(f"{type(exc).__name__}: {exc}") from None
-
     return Content(
-        subject=None if template.subject is None else fill(template.subject),
-        body=fill(template.body),
+        subject=None if template.subject is None else fill(template.subject, values),
+        body=fill(template.body, values),
         language=template.language,
-        parameters=tuple(fill(item) for item in template.parameters),
+        parameters=tuple(fill(item, values) for item in template.parameters),
     )
 
 
@@ -344,6 +364,13 @@ def send_all(
     return outcomes
 
 
+def _next_chance(lead: Lead, tenant: Tenant, now: datetime) -> datetime:
+    """When a lead whose send failed for good is due again: the lead was decided, so it waits
+    out the cooldown (DOMAIN.md, "Which leads a run takes"), and at least until its next local
+    day, when its intents get new keys; the failure itself counts for no cap or cooldown."""
+    return max(now + timedelta(hours=tenant.cooldown_hours), next_local_day(lead, tenant, now))
+
+
 def _final(outcome: Outcome) -> Decision:
     """The decision as live_log records it and the response shows it."""
     decision = outcome.decision
@@ -359,6 +386,8 @@ def _final(outcome: Outcome) -> Decision:
     status = outcome.status
     return decision._replace(
         action=status,
+        # A failed invitation's meeting is cancelled: it proposes no slot any more.
+        meeting_at=None if status == "failed" else decision.meeting_at,
         provider_message_id=outcome.provider_message_id,
         error_code=outcome.error_code,
     )
@@ -399,7 +428,7 @@ def record_outcomes(
                     o.decision.lead_id,
                     o.not_before
                     or o.retry_at
-                    or next_local_day(lead_of[o.decision.lead_id], tenant, now),
+                    or _next_chance(lead_of[o.decision.lead_id], tenant, now),
                     lead_of[o.decision.lead_id].last_contacted_at,
                 )
                 for o in not_sent

@@ -239,7 +239,7 @@ def _live_gate(
     if channel != "whatsapp" and not gates.unsubscribe_ready:
         return "skipped", "unsubscribe_not_configured", None
     recipient = lead.phone_e164 if channel == "whatsapp" else lead.email_normalized
-    if gates.sandbox and recipient not in gates.sandbox:
+    if gates.sandbox and (recipient or "").lower() not in gates.sandbox:
         return "skipped", "sandbox_blocked", None
     state = gates.keys.get(key)
     if state is not None:

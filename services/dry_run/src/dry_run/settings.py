@@ -135,7 +135,9 @@ def sandbox_recipients(environ: Mapping[str, str]) -> frozenset[str]:
                 f"{SANDBOX_RECIPIENTS}: {item[:3]}… is neither an E.164 phone nor an email; "
                 "expected comma-separated phones (+55…) and emails"
             )
-        normal.add(value)
+        # DOMAIN.md: sandbox recipients compare as E.164 phones and lower-case emails
+        # (email-validator keeps the local part's case).
+        normal.add(value.lower())
     return frozenset(normal)
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
 from email.message import EmailMessage
@@ -406,14 +407,18 @@ class SesSender:
         sign("probe", "probe", UNSUBSCRIBE_CHANNEL, key=signing_key, issued_at=0)
         self._client_factory = client_factory
         self._client: SESV2Client | None = None
+        # The first sends of a container run on several threads at once; boto3 makes clients
+        # from its default session, which is not thread-safe: one client, made once.
+        self._client_lock = threading.Lock()
         self._unsubscribe_base_url = unsubscribe_base_url
         self._signing_key = signing_key
         self._clock = clock
 
     def _get_client(self) -> SESV2Client:
-        if self._client is None:
-            self._client = self._client_factory()
-        return self._client
+        with self._client_lock:
+            if self._client is None:
+                self._client = self._client_factory()
+            return self._client
 
     def prepare(self, dispatch: Dispatch, now: datetime) -> SendEmailRequestTypeDef:
         """The ``SendEmail`` arguments for ``dispatch`` at ``now``; ValueError if it has none."""
