@@ -119,6 +119,37 @@ def invoke_local(session: nox.Session) -> None:
     with_database(session, "python", "-m", "devtools.invoke", *session.posargs)
 
 
+@nox.session(name="demo-live", default=False)
+def demo_live(session: nox.Session) -> None:
+    """Live mode on this machine: fake Graph API and moto (SES, Secrets Manager), real handler."""
+    install(session, "demo-live")
+    with_database(session, "python", "-m", "devtools.demo_live", *session.posargs)
+
+
+# devtools.tenant's commands (it imports the services, which nox's own environment lacks).
+TENANT_COMMANDS = ("mode", "show", "sender", "resume")
+
+
+@nox.session(default=False)
+def tenant(session: nox.Session) -> None:
+    """A tenant's live settings: -- mode T dry_run|live, show T, sender T CHANNEL S, resume T C."""
+    if not session.posargs or session.posargs[0] not in TENANT_COMMANDS:
+        session.error(
+            "usage: nox -s tenant -- mode TENANT dry_run|live | show TENANT | "
+            "sender TENANT whatsapp|email|calendar SENDER [--secret-arn ARN] "
+            "[--configuration-set NAME] | resume TENANT whatsapp|email|calendar"
+        )
+    install(session)
+    with_database(session, "python", "-m", "devtools.tenant", *session.posargs)
+
+
+@nox.session(default=False)
+def sweep(session: nox.Session) -> None:
+    """Record live claims no invocation can answer any more as unknown: -- [--older-than S]."""
+    install(session)
+    with_database(session, "python", "-m", "dry_run.sweeper", *session.posargs)
+
+
 @nox.session(default=False)
 def holidays(session: nox.Session) -> None:
     """Regenerate dry_run/holidays_br.py from the holidays package."""

@@ -72,7 +72,7 @@ class Alarms(pulumi.ComponentResource):
                 dry_run,
                 "Sum",
                 0,
-                "The dry-run function raised (database down, timeout, live mode refused).",
+                "The dry-run function raised (database down, timeout, a secret unreadable).",
             ),
             AlarmSpec(
                 "dry-run-throttles",

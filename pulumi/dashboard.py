@@ -78,7 +78,6 @@ class Dashboard(pulumi.ComponentResource):
                         ["AWS/Lambda", "Errors", "FunctionName", fn],
                         [ns, "Errors", "service", service],
                         [ns, "RejectedEvents", "service", service],
-                        [ns, "LiveModeRefused", "service", service],
                     ],
                     x=0,
                     y=6,
@@ -95,6 +94,19 @@ class Dashboard(pulumi.ComponentResource):
                     y=6,
                     region=args.region,
                     stat="Average",
+                ),
+                # Live mode: what the providers answered, and the channels they paused.
+                _widget(
+                    "Live sends by outcome",
+                    [
+                        [ns, "DispatchSent", "service", service],
+                        [ns, "DispatchFailed", "service", service],
+                        [ns, "DispatchUnknown", "service", service],
+                        [ns, "ChannelPaused", "service", service],
+                    ],
+                    x=0,
+                    y=12,
+                    region=args.region,
                 ),
             ]
         }

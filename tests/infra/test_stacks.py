@@ -870,8 +870,12 @@ def test_the_dashboard_shows_decisions_reasons_errors_and_duration() -> pulumi.O
             "Skipped and deferred by reason",
             "Errors",
             "Duration (ms)",
+            "Live sends by outcome",
         ]
         text = json.dumps(body)
+        assert "LiveModeRefused" not in text  # the handler no longer refuses live mode
+        for metric in ("DispatchSent", "DispatchFailed", "DispatchUnknown", "ChannelPaused"):
+            assert f'"{metric}"' in text
         assert '"Decisions"' in text
         assert "DecisionReasons" in text
         assert "micro-agent-dev-dry-run" in text

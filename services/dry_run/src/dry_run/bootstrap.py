@@ -68,12 +68,17 @@ def build_live_runtime(
                 f"secret {live.unsubscribe_secret_arn} has no signingKey: store "
                 '{"signingKey": "<at least 16 random bytes, base64>"} in it'
             )
-        ses = SesSender(
-            ses_client_factory or default_client_factory,
-            unsubscribe_base_url=live.unsubscribe_url,
-            signing_key=key.encode(),
-            clock=clock,
-        )
+        try:
+            ses = SesSender(
+                ses_client_factory or default_client_factory,
+                unsubscribe_base_url=live.unsubscribe_url,
+                signing_key=key.encode(),
+                clock=clock,
+            )
+        except ValueError as exc:  # e.g. a signing key shorter than the minimum
+            from dry_run.exceptions import SettingsError  # noqa: PLC0415
+
+            raise SettingsError(f"{live.unsubscribe_secret_arn}: {exc}") from None
         senders |= {"email": ses, "calendar": ses}
     return LiveRuntime(
         senders=senders,

@@ -132,8 +132,8 @@ def sandbox_recipients(environ: Mapping[str, str]) -> frozenset[str]:
         value = normalize_email(item) if "@" in item else normalize_phone(item)
         if value is None:
             raise SettingsError(
-                f"{SANDBOX_RECIPIENTS}: {item[:3]}… is neither an E.164 phone nor an email; "
-                "expected comma-separated phones (+55…) and emails"
+                f"{SANDBOX_RECIPIENTS}: expected comma-separated E.164 phones (+55…) and "
+                f"emails, got an entry starting {item[:3]!r}…"
             )
         # DOMAIN.md: sandbox recipients compare as E.164 phones and lower-case emails
         # (email-validator keeps the local part's case).
@@ -177,13 +177,16 @@ class LiveSettings:
                 f"got {api_version!r}"
             )
         unsubscribe_url = environ.get(UNSUBSCRIBE_URL, "").strip() or None
-        if unsubscribe_url is not None and not unsubscribe_url.startswith(
-            ("https://", "http://127.0.0.1", "http://localhost")
-        ):
-            raise SettingsError(
-                f"{UNSUBSCRIBE_URL}: expected an https:// URL (the inbound function's), "
-                f"got {unsubscribe_url[:60]!r}"
-            )
+        if unsubscribe_url is not None:
+            from dry_run.unsubscribe import unsubscribe_url as link  # noqa: PLC0415
+
+            try:  # the very check the links are built with, at start-up
+                link(unsubscribe_url, "probe")
+            except ValueError:
+                raise SettingsError(
+                    f"{UNSUBSCRIBE_URL}: expected an https:// URL (the inbound function's; "
+                    f"http only on localhost), got {unsubscribe_url[:60]!r}"
+                ) from None
         return cls(
             graph_url=environ.get(WHATSAPP_GRAPH_URL, "").strip() or DEFAULT_GRAPH_URL,
             api_version=api_version,

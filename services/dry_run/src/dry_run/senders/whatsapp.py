@@ -51,7 +51,8 @@ DEFAULT_TOKEN_MAX_AGE_S = 900.0
 
 _API_VERSION = re.compile(r"^v\d+\.\d+$")
 # A Graph object id: digits only, so it is safe as a path segment.
-_PHONE_NUMBER_ID = re.compile(r"^\d{1,32}$")
+# A business phone number id as the WhatsApp Manager shows it (tenant_senders.sender).
+PHONE_NUMBER_ID = re.compile(r"^\d{1,32}$")
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 # The bearer token may travel without TLS only to this machine (the fake Graph API).
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
@@ -152,7 +153,7 @@ def build_request(
     key = dispatch.dispatch_key
     if dispatch.channel != "whatsapp":
         raise ValueError(f"dispatch {key} is on channel {dispatch.channel!r}, not whatsapp")
-    if not _PHONE_NUMBER_ID.match(dispatch.sender):
+    if not PHONE_NUMBER_ID.match(dispatch.sender):
         raise ValueError(
             f"dispatch {key}: sender {dispatch.sender!r} is not a WhatsApp phone number id "
             "(digits only, from the WhatsApp Manager)"
