@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, NamedTuple, cast
@@ -203,21 +203,25 @@ def read_run(conn: psycopg.Connection[Any], tenant_id: str, run_id: str) -> list
     """The decisions the tenant's run ``run_id`` recorded, in decision order."""
     with conn.cursor(row_factory=dict_row) as cursor:
         rows = cursor.execute(_RUN, (tenant_id, run_id)).fetchall()
-    return [
-        Decision(
-            lead_id=row["lead_id"],
-            action=row["action"],
-            reason=row["reason"],
-            channel=row["channel"],
-            template=row["template"],
-            dispatch_key=row["dispatch_key"],
-            not_before=row["not_before"],
-            details=tuple(Rejection(item["channel"], item["reason"]) for item in row["details"]),
-            local_date=row["local_date"],
-            meeting_at=row["meeting_at"],
-        )
-        for row in rows
-    ]
+    return [decision_from_row(row) for row in rows]
+
+
+def decision_from_row(row: Mapping[str, Any]) -> Decision:
+    """A recorded decision (a ``dry_run_log`` or ``live_log`` row, by column name)."""
+    return Decision(
+        lead_id=row["lead_id"],
+        action=row["action"],
+        reason=row["reason"],
+        channel=row["channel"],
+        template=row["template"],
+        dispatch_key=row["dispatch_key"],
+        not_before=row["not_before"],
+        details=tuple(Rejection(item["channel"], item["reason"]) for item in row["details"]),
+        local_date=row["local_date"],
+        meeting_at=row["meeting_at"],
+        provider_message_id=row.get("provider_message_id"),
+        error_code=row.get("error_code"),
+    )
 
 
 def rejections_json(details: tuple[Rejection, ...]) -> list[dict[str, str]]:

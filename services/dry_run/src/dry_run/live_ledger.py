@@ -16,8 +16,8 @@ from typing import Any, Literal, NamedTuple, cast
 import psycopg
 from psycopg.rows import dict_row
 
-from dry_run.ledger import copy_line, field_text
-from dry_run.policy import Channel, Decision, KeyState, Rejection, key_state
+from dry_run.ledger import copy_line, decision_from_row, field_text
+from dry_run.policy import Channel, Decision, KeyState, key_state
 
 # The states of the batch's keys already in the ledger. A key is for one local date, which is
 # at most ~38 h behind `now` anywhere: three days of the lead's claims cover every key.
@@ -421,20 +421,4 @@ def read_run(conn: psycopg.Connection[Any], tenant_id: str, run_id: str) -> list
     """What the tenant's live run ``run_id`` recorded, in decision order."""
     with conn.cursor(row_factory=dict_row) as cursor:
         rows = cursor.execute(_RUN, {"tenant": tenant_id, "run": run_id}).fetchall()
-    return [
-        Decision(
-            lead_id=row["lead_id"],
-            action=row["action"],
-            reason=row["reason"],
-            channel=row["channel"],
-            template=row["template"],
-            dispatch_key=row["dispatch_key"],
-            not_before=row["not_before"],
-            details=tuple(Rejection(item["channel"], item["reason"]) for item in row["details"]),
-            local_date=row["local_date"],
-            meeting_at=row["meeting_at"],
-            provider_message_id=row["provider_message_id"],
-            error_code=row["error_code"],
-        )
-        for row in rows
-    ]
+    return [decision_from_row(row) for row in rows]

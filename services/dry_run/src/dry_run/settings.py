@@ -53,10 +53,9 @@ POWERTOOLS_LOG_LEVEL = "POWERTOOLS_LOG_LEVEL"
 # The names the deployed function is given. It connects with IAM database authentication as
 # its own least-privilege user; DATABASE_URL (local work) and DB_SECRET_ARN (a secret of its
 # own, for a database without IAM authentication) are supported but never deployed.
-DEPLOYED_ENVIRONMENT = frozenset(
+# What every function of this package is given: its database login and Powertools' names.
+_COMMON_ENVIRONMENT = frozenset(
     {
-        DISPATCH_FLAG,
-        SANDBOX_RECIPIENTS,
         DB_IAM_USER,
         DB_HOST,
         DB_PORT,
@@ -67,6 +66,12 @@ DEPLOYED_ENVIRONMENT = frozenset(
         POWERTOOLS_SERVICE_NAME,
         POWERTOOLS_METRICS_NAMESPACE,
         POWERTOOLS_LOG_LEVEL,
+    }
+)
+DEPLOYED_ENVIRONMENT = _COMMON_ENVIRONMENT | frozenset(
+    {
+        DISPATCH_FLAG,
+        SANDBOX_RECIPIENTS,
         WHATSAPP_API_VERSION,
         TENANT_SECRETS_PREFIX,
         UNSUBSCRIBE_URL,
@@ -76,21 +81,7 @@ DEPLOYED_ENVIRONMENT = frozenset(
     }
 )
 # The sweeper function's (same artifact, handler dry_run.sweeper.lambda_handler).
-SWEEPER_DEPLOYED_ENVIRONMENT = frozenset(
-    {
-        DB_IAM_USER,
-        DB_HOST,
-        DB_PORT,
-        DB_NAME,
-        DB_CONNECT_TIMEOUT_S,
-        DB_STATEMENT_TIMEOUT_MS,
-        DB_LOCK_TIMEOUT_MS,
-        POWERTOOLS_SERVICE_NAME,
-        POWERTOOLS_METRICS_NAMESPACE,
-        POWERTOOLS_LOG_LEVEL,
-        CLAIM_EXPIRY_S,
-    }
-)
+SWEEPER_DEPLOYED_ENVIRONMENT = _COMMON_ENVIRONMENT | {CLAIM_EXPIRY_S}
 # The database user the migrations create for this function (IAM auth in AWS).
 DATABASE_ROLE = "micro_agent_dry_run"
 
