@@ -23,7 +23,7 @@ BASE = {"DATABASE_URL": "postgresql://localhost/x"}
     ],
 )
 def test_an_unsubscribe_url_that_links_cannot_use_is_refused_at_start_up(url: str) -> None:
-    with pytest.raises(SettingsError, match="^UNSUBSCRIBE_URL: expected an https:// URL"):
+    with pytest.raises(SettingsError, match=r"^UNSUBSCRIBE_URL: expected an https:// URL"):
         LiveSettings.from_environ({"UNSUBSCRIBE_URL": url})
 
 
@@ -70,3 +70,37 @@ def test_a_short_signing_key_is_a_settings_error_naming_the_secret() -> None:
         build_live_runtime(settings, fetch_secret=fetch)
     assert str(raised.value).startswith("arn:aws:secretsmanager:sa-east-1:1:secret:u: ")
     assert "short" not in str(raised.value)
+
+
+def test_concurrent_first_uses_make_one_aws_client() -> None:
+    import threading
+    import time
+
+    from dry_run.bootstrap import AwsClients
+
+    # GIVEN a factory slow enough for threads to overlap in it
+    made: list[object] = []
+
+    def make() -> object:
+        time.sleep(0.05)
+        made.append(object())
+        return made[-1]
+
+    clients = AwsClients()
+    start = threading.Barrier(8)
+    got: list[object] = []
+
+    def use() -> None:
+        start.wait()
+        got.append(clients.client("sesv2", make))
+
+    # WHEN eight threads ask for it at once
+    threads = [threading.Thread(target=use) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    # THEN one client was made, and every thread got it
+    assert len(made) == 1
+    assert got == made * 8

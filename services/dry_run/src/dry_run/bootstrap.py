@@ -25,10 +25,45 @@ APPLICATION_NAME = "micro-agent-dry-run"
 SecretFetcher = Callable[[str], Mapping[str, Any]]
 
 
-def _fetch_secret(arn: str) -> Mapping[str, Any]:
-    from pgconn import fetch_secret  # noqa: PLC0415 - boto3 loads only for a live run
+class AwsClients:
+    """The live senders' boto3 clients, made one at a time and reused while warm.
 
-    return fetch_secret(arn)
+    A container's first live sends run on several threads at once, and boto3 makes clients
+    from its default session, which is not thread-safe: every client is made under one lock.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._clients: dict[str, Any] = {}
+
+    def client(self, service: str, make: Callable[[], Any]) -> Any:
+        """The container's client for ``service``, made by ``make`` on first use."""
+        with self._lock:
+            if service not in self._clients:
+                self._clients[service] = make()
+            return self._clients[service]
+
+    def secretsmanager(self) -> Any:
+        """Secrets Manager (tenants' WhatsApp tokens, the unsubscribe signing key)."""
+
+        def make() -> Any:
+            import boto3  # noqa: PLC0415 - boto3 loads only for a live run
+
+            return boto3.client("secretsmanager")
+
+        return self.client("secretsmanager", make)
+
+    def sesv2(self) -> Any:
+        """SES v2 with the sender's settings (one attempt, short timeouts)."""
+        from dry_run.senders.email import default_client_factory  # noqa: PLC0415
+
+        return self.client("sesv2", default_client_factory)
+
+    def fetch_secret(self, arn: str) -> Mapping[str, Any]:
+        """A JSON secret's value."""
+        from pgconn import fetch_secret  # noqa: PLC0415
+
+        return fetch_secret(arn, self.secretsmanager())
 
 
 def _utc_now() -> datetime:
@@ -38,29 +73,34 @@ def _utc_now() -> datetime:
 def build_live_runtime(
     settings: Settings,
     *,
-    fetch_secret: SecretFetcher = _fetch_secret,
+    fetch_secret: SecretFetcher | None = None,
     ses_client_factory: Callable[[], Any] | None = None,
     clock: Callable[[], datetime] = _utc_now,
 ) -> LiveRuntime:
-    """The live senders and their settings; imports the send path (live tenants only)."""
+    """The live senders and their settings; imports the send path (live tenants only).
+
+    ``fetch_secret`` and ``ses_client_factory`` default to the container's AWS clients.
+    """
     from dry_run.live import LiveRuntime  # noqa: PLC0415 - the send path loads lazily
     from dry_run.policy import Channel  # noqa: PLC0415
     from dry_run.senders import Sender  # noqa: PLC0415
-    from dry_run.senders.email import SesSender, default_client_factory  # noqa: PLC0415
+    from dry_run.senders.email import SesSender  # noqa: PLC0415
     from dry_run.senders.whatsapp import TokenCache, WhatsAppSender, new_pool  # noqa: PLC0415
 
     live: LiveSettings = settings.live
+    aws = AwsClients()
+    fetch = fetch_secret or aws.fetch_secret
     whatsapp = WhatsAppSender(
         live.graph_url,
         live.api_version,
-        TokenCache(lambda arn, _client: fetch_secret(arn)),
+        TokenCache(lambda arn, _client: fetch(arn)),
         pool=new_pool(maxsize=live.concurrency),
     )
     senders: dict[Channel, Sender] = {"whatsapp": whatsapp}
     if live.unsubscribe_ready:
         assert live.unsubscribe_url is not None
         assert live.unsubscribe_secret_arn is not None
-        key = fetch_secret(live.unsubscribe_secret_arn).get("signingKey")
+        key = fetch(live.unsubscribe_secret_arn).get("signingKey")
         if not isinstance(key, str) or not key:
             from dry_run.exceptions import SettingsError  # noqa: PLC0415
 
@@ -70,7 +110,7 @@ def build_live_runtime(
             )
         try:
             ses = SesSender(
-                ses_client_factory or default_client_factory,
+                ses_client_factory or aws.sesv2,
                 unsubscribe_base_url=live.unsubscribe_url,
                 signing_key=key.encode(),
                 clock=clock,
