@@ -317,10 +317,12 @@ def _send_one(
     remaining_s: Callable[[], float] | None,
 ) -> Outcome:
     decision = claimed.decision
+    if dispatch.channel == "whatsapp":
+        runtime.pacer.wait(dispatch.sender)
+    # After the pacing's wait: the call starts only with time for its timeout and the record.
     if remaining_s is not None and remaining_s() < runtime.call_timeout_s + RECORD_RESERVE_S:
         return Outcome(decision, "released", not_before=aware(clock()), reason="time_budget")
     if dispatch.channel == "whatsapp":
-        runtime.pacer.wait(dispatch.sender)
         # Quiet hours at the moment of sending, not only at the decision's.
         opens_at = next_allowed_start(aware(clock()), lead_zone(claimed.lead, tenant))
         if opens_at is not None:

@@ -155,8 +155,11 @@ SELECT d.lead_id::text, 'unknown', 'outcome_unrecorded', d.channel, d.template, 
 FROM dispatches d
 LEFT JOIN meetings m ON m.dispatch_key = d.dispatch_key
 WHERE d.tenant_id = %(tenant)s AND d.run_id = %(run)s
+  -- the run logged nothing for the lead: a released claim's row has no key, so match by lead
+  -- (one row per run, lead and date: live_log_run_lead_key)
   AND NOT EXISTS (SELECT FROM live_log l
-                  WHERE l.run_id = d.run_id AND l.dispatch_key = d.dispatch_key)
+                  WHERE l.run_id = d.run_id AND l.lead_id = d.lead_id
+                    AND l.local_date = d.local_date)
 ORDER BY position NULLS LAST
 """
 
