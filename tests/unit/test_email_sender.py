@@ -566,6 +566,7 @@ EXPECTED_ERRORS = {
     "AccountSuspendedException": (False, True),
     "MailFromDomainNotVerifiedException": (False, True),
     "NotFoundException": (False, True),
+    "AccessDeniedException": (False, True),
     "MessageRejected": (False, False),
     "BadRequestException": (False, False),
 }
@@ -593,8 +594,8 @@ def test_each_ses_error_is_a_definite_failure(code: str, expected: tuple[bool, b
 
 
 def test_an_unlisted_client_error_is_a_permanent_failure() -> None:
-    assert map_error("AccessDeniedException", 403) == SendResult(
-        "failed", error_code="AccessDeniedException", retryable=False
+    assert map_error("AccountSendingPausedOrSomethingNew", 400) == SendResult(
+        "failed", error_code="AccountSendingPausedOrSomethingNew", retryable=False
     )
 
 

@@ -19,6 +19,7 @@ Imported only when a live tenant runs: the dry-run path never loads it or the se
 
 from __future__ import annotations
 
+import logging
 import string
 import threading
 import time
@@ -60,6 +61,8 @@ from dry_run.service import (
     replay,
     take_due,
 )
+
+_log = logging.getLogger(__name__)
 
 # Meta's throughput per business number (Cloud API: 80 messages per second by default).
 WHATSAPP_MESSAGES_PER_S = 80.0
@@ -330,6 +333,7 @@ def _send_one(
     try:
         result = runtime.senders[dispatch.channel].send(dispatch)
     except Exception:  # an adapter bug after the request may have left: the outcome is unknown
+        _log.exception("sender raised for dispatch %s: recorded unknown", dispatch.dispatch_key)
         result = SendResult("unknown", error_code="sender_error")
     return outcome_of(claimed, result, aware(clock()))
 
@@ -360,10 +364,11 @@ def send_all(
         for index, (claim, item) in enumerate(zip(claims, prepared, strict=True))
         if isinstance(item, Dispatch)
     }
-    outcomes: list[Outcome] = []
-    for index, item in enumerate(prepared):
-        outcomes.append(futures[index].result() if index in futures else item)  # type: ignore[arg-type]
-    return outcomes
+    # A claim that could not be prepared already holds its (failed) outcome.
+    return [
+        item if isinstance(item, Outcome) else futures[index].result()
+        for index, item in enumerate(prepared)
+    ]
 
 
 def _next_chance(lead: Lead, tenant: Tenant, now: datetime) -> datetime:

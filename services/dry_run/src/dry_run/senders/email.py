@@ -302,6 +302,9 @@ ERRORS: Mapping[str, ErrorRule] = MappingProxyType(
         "MailFromDomainNotVerifiedException": ErrorRule(retryable=False, pause_channel=True),
         # The tenant's configuration set (or identity) does not exist: every send fails.
         "NotFoundException": ErrorRule(retryable=False, pause_channel=True),
+        # The function may not send from this identity or configuration set (IAM grants only
+        # the stack's): every send of the tenant's channel fails until the program grants it.
+        "AccessDeniedException": ErrorRule(retryable=False, pause_channel=True),
         # This message: invalid content, a virus, or (sandbox) an unverified recipient.
         "MessageRejected": ErrorRule(retryable=False),
         # This request's input; sending it again cannot change the answer.
