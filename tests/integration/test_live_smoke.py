@@ -51,23 +51,17 @@ def test_a_live_run_sends_each_claim_once_and_records_it(
     live = runtime(graph)
     try:
         with psycopg.connect(migrated_db, autocommit=True) as conn:
-            result = run_invocation(
-                conn,
-                tenant_id="t-1",
-                batch_size=10,
-                run_id="r-1",
-                clock=lambda: NOON,
-                dispatch_enabled=True,
-                live_runtime=lambda: live,
-            )
-            again = run_invocation(
-                conn,
-                tenant_id="t-1",
-                batch_size=10,
-                run_id="r-1",
-                clock=lambda: NOON,
-                dispatch_enabled=True,
-                live_runtime=lambda: live,
+            result, again = (
+                run_invocation(
+                    conn,
+                    tenant_id="t-1",
+                    batch_size=10,
+                    run_id="r-1",
+                    clock=lambda: NOON,
+                    dispatch_enabled=True,
+                    live_runtime=lambda: live,
+                )
+                for _ in range(2)
             )
             rows: list[Any] = conn.execute(
                 "SELECT status, provider_message_id IS NOT NULL FROM dispatches"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, NamedTuple, cast
@@ -290,14 +290,36 @@ def record(
     decided_at: datetime,
 ) -> None:
     """Write one row per decision with a single COPY (inside the caller's transaction)."""
+    copy_decisions(
+        conn, _COPY, run_id, tenant_id, decisions, flag_enabled=flag_enabled, decided_at=decided_at
+    )
+
+
+def copy_decisions(
+    conn: psycopg.Connection[Any],
+    statement: str,
+    run_id: str,
+    tenant_id: str,
+    decisions: Sequence[Decision],
+    *,
+    flag_enabled: bool,
+    decided_at: datetime,
+    more: Callable[[Decision], Sequence[str | None]] | None = None,
+) -> None:
+    """COPY the decisions into a ledger: ``_COPY``'s columns, then ``more(decision)``'s."""
     if not decisions:
         return
     run = field_text(run_id)
     tenant = field_text(tenant_id)
     moment = decided_at.isoformat()
     lines = [
-        copy_line(run, tenant, decision, flag_enabled=flag_enabled, decided_at=moment)
+        "\t".join(
+            (
+                copy_line(run, tenant, decision, flag_enabled=flag_enabled, decided_at=moment),
+                *(field_text(value) for value in (more(decision) if more else ())),
+            )
+        )
         for decision in decisions
     ]
-    with conn.cursor() as cursor, cursor.copy(_COPY) as copy:
+    with conn.cursor() as cursor, cursor.copy(statement) as copy:
         copy.write("\n".join(lines) + "\n")

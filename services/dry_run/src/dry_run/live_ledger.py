@@ -16,7 +16,7 @@ from typing import Any, Literal, NamedTuple, cast
 import psycopg
 from psycopg.rows import dict_row
 
-from dry_run.ledger import copy_line, decision_from_row, field_text
+from dry_run.ledger import copy_decisions, decision_from_row
 from dry_run.policy import Channel, Decision, KeyState, key_state
 
 # The states of the batch's keys already in the ledger. A key is for one local date, which is
@@ -311,21 +311,16 @@ def record_decisions(
     decided_at: datetime,
 ) -> None:
     """Append the decisions to ``live_log`` with one COPY."""
-    if not decisions:
-        return
-    run = field_text(run_id)
-    tenant = field_text(tenant_id)
-    moment = decided_at.isoformat()
-    lines = [
-        copy_line(run, tenant, d, flag_enabled=True, decided_at=moment)
-        + "\t"
-        + field_text(d.provider_message_id)
-        + "\t"
-        + field_text(d.error_code)
-        for d in decisions
-    ]
-    with conn.cursor() as cursor, cursor.copy(_LOG_COPY) as copy:
-        copy.write("\n".join(lines) + "\n")
+    copy_decisions(
+        conn,
+        _LOG_COPY,
+        run_id,
+        tenant_id,
+        decisions,
+        flag_enabled=True,
+        decided_at=decided_at,
+        more=lambda d: (d.provider_message_id, d.error_code),
+    )
 
 
 def record_outcomes(
