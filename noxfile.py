@@ -24,12 +24,14 @@ WORKSPACE = [
     *("-e", "libs/pgconn"),
     *("-e", "services/migrate"),
     *("-e", "services/dry_run"),
+    *("-e", "services/inbound"),
     *("-e", "."),
 ]
 TYPED_PATHS = [
     "libs/pgconn/src",
     "services/migrate/src",
     "services/dry_run/src",
+    "services/inbound/src",
     "devtools",
     "pulumi",
     "noxfile.py",

@@ -1,0 +1,1 @@
+"""The outreach micro-agent's webhook Lambda: the agent hears back from Meta and SES."""
