@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from dry_run.connection import ConnectionProvider
+from dry_run.exceptions import SettingsError
 from dry_run.settings import LiveSettings, Settings
 from pgconn import Connector
 
@@ -102,8 +103,6 @@ def build_live_runtime(
         assert live.unsubscribe_secret_arn is not None
         key = fetch(live.unsubscribe_secret_arn).get("signingKey")
         if not isinstance(key, str) or not key:
-            from dry_run.exceptions import SettingsError  # noqa: PLC0415
-
             raise SettingsError(
                 f"secret {live.unsubscribe_secret_arn} has no signingKey: store "
                 '{"signingKey": "<at least 16 random bytes, base64>"} in it'
@@ -116,8 +115,6 @@ def build_live_runtime(
                 clock=clock,
             )
         except ValueError as exc:  # e.g. a signing key shorter than the minimum
-            from dry_run.exceptions import SettingsError  # noqa: PLC0415
-
             raise SettingsError(f"{live.unsubscribe_secret_arn}: {exc}") from None
         senders |= {"email": ses, "calendar": ses}
     return LiveRuntime(

@@ -23,7 +23,7 @@ DRY_RUN: Mode = "dry_run"
 LIVE: Mode = "live"
 
 _TENANT = """
-SELECT t.id, t.timezone, t.cooldown_hours, t.dispatch_mode, t.meeting_minutes,
+SELECT t.id, t.timezone, t.cooldown_hours, t.meeting_minutes,
        coalesce(
            json_agg(json_build_array(c.channel, c.per_hour, c.per_day))
                FILTER (WHERE c.channel IS NOT NULL),
@@ -139,7 +139,6 @@ def load_tenant(conn: psycopg.Connection[Any], tenant_id: str) -> Tenant | None:
         timezone=row["timezone"],
         cooldown_hours=row["cooldown_hours"],
         limits=limits,
-        dispatch_mode=row["dispatch_mode"],
         meeting_minutes=row["meeting_minutes"],
     )
 

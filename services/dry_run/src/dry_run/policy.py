@@ -111,7 +111,6 @@ class Tenant:
     timezone: str
     cooldown_hours: int
     limits: Mapping[Channel, ChannelLimit] = field(default_factory=dict)
-    dispatch_mode: str = "dry_run"
     meeting_minutes: int = 30
 
     def limit(self, channel: Channel) -> ChannelLimit:
